@@ -1,0 +1,1 @@
+"""flmjax: FLM-Audio in JAX/Flax."""
