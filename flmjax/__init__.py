@@ -1,1 +1,5 @@
-"""flmjax: FLM-Audio in JAX/Flax."""
+"""flmjax: FLM-Audio (native full-duplex spoken dialog) in JAX/Flax."""
+
+from flmjax.model.pretrained import FLMAudio
+
+__all__ = ["FLMAudio"]

@@ -1,0 +1,195 @@
+"""The temporal transformer: summed stream embeddings, Qwen2-style decoder layers, final norm.
+
+Attention works on explicit positions so one code path serves the teacher-forced forward (keys are the
+sequence itself) and incremental decoding (keys are a fixed-size ring cache plus the new columns).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flmjax.config import ModelConfig
+from flmjax.model.layers import RMSNorm, SwiGLU, apply_rope, attend, constrain, param_with_axes, rope_cos_sin
+
+REMAT_POLICY_FNS = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class KVCache(NamedTuple):
+    """Fixed-size ring cache of the backbone: slot `p % window` holds position p.
+
+    k, v: [layers, batch, window, kv_heads, head_dim]; pos: [batch, window] absolute position held in
+    each slot (-1 = empty). Every stream of the batch keeps its own positions.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    pos: jax.Array
+
+    @property
+    def window(self) -> int:
+        return self.pos.shape[-1]
+
+
+def init_kv_cache(config: ModelConfig, batch: int, window: int) -> KVCache:
+    shape = (config.num_layers, batch, window, config.num_kv_heads, config.head_dim)
+    dtype = jnp.dtype(config.dtype)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.full((batch, window), -1, jnp.int32))
+
+
+def dtypes(config: ModelConfig) -> tuple[jnp.dtype, jnp.dtype]:
+    return jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+
+
+class StreamEmbedding(nn.Module):
+    """text_emb(text) + sum_c (speak_emb[c](speak_c) + listen_emb[c](listen_c)), summed in the release's order."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype, param_dtype = dtypes(cfg)
+        init = nn.initializers.normal(cfg.initializer_range)
+        n = cfg.num_codebooks
+        text = param_with_axes(self, "text_embeddings", init, (cfg.vocab_size, cfg.hidden_size), param_dtype, ("vocab", "embed"))
+        table_shape = (n, cfg.audio_vocab_size, cfg.hidden_size)
+        table_axes = ("codebooks", "audio_vocab", "embed")
+        speak = param_with_axes(self, "aud_speak_embeddings", init, table_shape, param_dtype, table_axes)
+        listen = param_with_axes(self, "aud_listen_embeddings", init, table_shape, param_dtype, table_axes)
+        emb = jnp.take(text, tokens[..., 0], axis=0).astype(dtype)
+        for c in range(n):
+            pair = jnp.take(speak[c], tokens[..., 1 + c], axis=0).astype(dtype) + jnp.take(
+                listen[c], tokens[..., 1 + n + c], axis=0
+            ).astype(dtype)
+            emb = emb + pair
+        if cfg.use_mup:
+            emb = emb * jnp.asarray(cfg.input_mult, dtype)
+        return constrain(emb, ("activation_batch", "activation_length", "activation_embed"))
+
+
+class Attention(nn.Module):
+    """GQA self-attention: q/k/v with bias, o without; RoPE applied before keys enter the cache."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cached_kv):
+        cfg = self.config
+        dtype, param_dtype = dtypes(cfg)
+        init = nn.initializers.normal(cfg.initializer_range)
+        e, h, kvh, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+
+        def project(name, heads, head_axis):
+            w = param_with_axes(self, f"{name}_proj_kernel", init, (e, heads, d), param_dtype, ("embed", head_axis, "head_dim"))
+            y = jnp.einsum("bse,ehd->bshd", x.astype(dtype), w.astype(dtype))
+            if cfg.qkv_bias:
+                b = param_with_axes(self, f"{name}_proj_bias", nn.initializers.zeros, (heads, d), param_dtype, (head_axis, "head_dim"))
+                y = y + b.astype(dtype)
+            return y
+
+        q = apply_rope(project("q", h, "q_heads"), cos, sin)
+        k = apply_rope(project("k", kvh, "kv_heads"), cos, sin)
+        v = project("v", kvh, "kv_heads")
+        q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
+        if cached_kv is None:
+            keys, values = k, v
+        else:
+            keys = jnp.concatenate([cached_kv[0], k], axis=1)
+            values = jnp.concatenate([cached_kv[1], v], axis=1)
+        b, s = q.shape[:2]
+        out = attend(q.reshape(b, s, kvh, h // kvh, d), keys, values, mask, d**-0.5, cfg.attention_chunk)
+        wo = param_with_axes(self, "o_proj_kernel", init, (h, d, e), param_dtype, ("q_heads", "head_dim", "embed"))
+        y = jnp.einsum("bshd,hde->bse", out.reshape(b, s, h, d), wo.astype(dtype))
+        if cfg.o_bias:
+            y = y + param_with_axes(self, "o_proj_bias", nn.initializers.zeros, (e,), param_dtype, ("embed",)).astype(dtype)
+        return y, (k, v)
+
+
+class DecoderLayer(nn.Module):
+    config: ModelConfig
+    returns_kv: bool = False  # decoding returns this layer's new keys/values for the cache
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cached_kv):
+        cfg = self.config
+        dtype, param_dtype = dtypes(cfg)
+        residual = x
+        y = RMSNorm(cfg.rms_norm_eps, param_dtype, name="input_layernorm")(x)
+        y, new_kv = Attention(cfg, name="self_attn")(y, cos, sin, mask, cached_kv)
+        x = residual + y
+        y = RMSNorm(cfg.rms_norm_eps, param_dtype, name="post_attention_layernorm")(x)
+        y = SwiGLU(cfg.intermediate_size, dtype, param_dtype, nn.initializers.normal(cfg.initializer_range), name="mlp")(y)
+        x = constrain(x + y, ("activation_batch", "activation_length", "activation_embed"))
+        return x, (new_kv if self.returns_kv else None)
+
+
+class Backbone(nn.Module):
+    """Decoder layers (stacked under one `layers` scope, scanned or unrolled) and the final norm."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_kv: tuple[jax.Array, jax.Array] | None = None):
+        """x [B, S, E] embeddings; positions [B, S]; mask [B, S, K]; cache_kv: ([L,B,W,KV,D], [L,B,W,KV,D]).
+
+        Returns the final-normed hidden states and, when decoding with a cache, the new columns'
+        keys/values [L, B, S, KV, D].
+        """
+        cfg = self.config
+        layer_cls = DecoderLayer
+        if cfg.remat != "none":
+            layer_cls = nn.remat(layer_cls, policy=REMAT_POLICY_FNS[cfg.remat], prevent_cse=False)
+        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+        layers = nn.scan(
+            layer_cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+            length=cfg.num_layers,
+            unroll=1 if cfg.scan_layers else cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(cfg, cache_kv is not None, name="layers")
+        x, new_kv = layers(x, cos, sin, mask, cache_kv)
+        x = RMSNorm(cfg.rms_norm_eps, dtypes(cfg)[1], name="norm")(x)
+        return x, new_kv
+
+
+def causal_mask(positions: jax.Array) -> jax.Array:
+    """[B, S] positions -> [B, S, S]: a column sees itself and earlier columns."""
+    return positions[:, None, :] <= positions[:, :, None]
+
+
+def cached_mask(cache_pos: jax.Array, positions: jax.Array) -> jax.Array:
+    """Mask over [cache slots ++ new columns] for queries at `positions` [B, S]: the last `window` positions."""
+    window = cache_pos.shape[-1]
+    key_pos = jnp.concatenate([cache_pos, positions], axis=1)  # [B, W+S]
+    q = positions[:, :, None]
+    k = key_pos[:, None, :]
+    return (k >= 0) & (k <= q) & (k > q - window)
+
+
+def write_cache(cache: KVCache, new_kv: tuple[jax.Array, jax.Array], positions: jax.Array) -> KVCache:
+    """Write the new columns' keys/values [L, B, S, KV, D] at slots `positions % window`."""
+    if positions.shape[1] > cache.window:
+        raise ValueError(f"{positions.shape[1]} new columns do not fit a cache window of {cache.window}")
+    slots = positions % cache.window  # [B, S]
+    batch = jnp.arange(positions.shape[0])[:, None]
+    k = cache.k.at[:, batch, slots].set(new_kv[0].astype(cache.k.dtype))
+    v = cache.v.at[:, batch, slots].set(new_kv[1].astype(cache.v.dtype))
+    return KVCache(k, v, cache.pos.at[batch, slots].set(positions))
+
+
+def make_text_head(module: nn.Module, config: ModelConfig) -> Any:
+    """The untied `lm_head` [E, V] parameter."""
+    return param_with_axes(
+        module, "lm_head", nn.initializers.normal(config.initializer_range), (config.hidden_size, config.vocab_size),
+        jnp.dtype(config.param_dtype), ("embed", "vocab"),
+    )

@@ -1,0 +1,118 @@
+"""`FLMAudio`: a config, its parameters and jitted entry points; loads and writes the release's layout."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flmjax.config import ModelConfig, get_model_config
+from flmjax.interop.hf import load_hf_params, save_hf_params
+from flmjax.model.backbone import KVCache, init_kv_cache
+from flmjax.model.depformer import DepformerCache, init_depformer_cache
+from flmjax.model.flm_audio import FLMAudioLM
+
+
+def _example_tokens(config: ModelConfig, batch: int = 1, columns: int = 2) -> jax.Array:
+    return jnp.broadcast_to(jnp.asarray(config.tokens.initial_column), (batch, columns, config.tokens.num_streams))
+
+
+def abstract_params(config: ModelConfig) -> dict:
+    """Shapes/dtypes of the parameter tree (no memory), logical-axis boxes removed."""
+    boxed = jax.eval_shape(lambda: FLMAudioLM(config).init(jax.random.PRNGKey(0), _example_tokens(config)))
+    return nn.unbox(boxed)["params"]
+
+
+def logical_param_specs(config: ModelConfig) -> dict:
+    """The logical PartitionSpec of every parameter (map to a mesh with `flmjax.sharding`)."""
+    boxed = jax.eval_shape(lambda: FLMAudioLM(config).init(jax.random.PRNGKey(0), _example_tokens(config)))
+    return nn.get_partition_spec(boxed)["params"]
+
+
+class FLMAudio:
+    """The FLM-Audio model: `forward` for training-style logits, `backbone_step`/`depformer_step` for decoding."""
+
+    def __init__(self, config: ModelConfig, params: dict):
+        self.config = config
+        self.params = params
+        self.module = FLMAudioLM(config)
+
+    # --- construction --------------------------------------------------------------------------
+    @classmethod
+    def init(cls, config: ModelConfig | str, seed: int = 0) -> "FLMAudio":
+        """Fresh random parameters (the release's initialisation scheme)."""
+        config = get_model_config(config) if isinstance(config, str) else config
+        module = FLMAudioLM(config)
+        init = jax.jit(lambda key: nn.unbox(module.init(key, _example_tokens(config)))["params"])
+        return cls(config, init(jax.random.PRNGKey(seed)))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **runtime: Any) -> "FLMAudio":
+        """Load an HF-layout directory (the release's, or one `save_pretrained` wrote).
+
+        `dtype` is both the compute dtype and the dtype parameters are held in (pass `param_dtype` to
+        hold them differently, e.g. fp32 master weights with bf16 compute). Other keyword arguments set
+        run-time fields of `ModelConfig` (scan_layers, remat, attention_chunk).
+        """
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no such checkpoint directory")
+        runtime.setdefault("param_dtype", dtype)
+        config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype, **runtime)
+        host = load_hf_params(path, config, abstract_params(config), np.dtype(jnp.dtype(config.param_dtype)))
+        return cls(config, jax.tree_util.tree_map(jnp.asarray, host))
+
+    def save_pretrained(self, out_dir: str | os.PathLike, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> None:
+        """Write config.json + safetensors (sharded past `max_shard_bytes`) that the official
+        `FLMAudioForCausalLM.from_pretrained` loads. Tensors keep the parameters' dtype unless `dtype`
+        (e.g. "bfloat16", the release's) is given."""
+        dtype = dtype or self.config.param_dtype
+        save_hf_params(out_dir, self.config, self.params, np.dtype(jnp.dtype(dtype)), max_shard_bytes)
+
+    # --- computation -------------------------------------------------------------------------------
+    @functools.cached_property
+    def _forward(self):
+        return jax.jit(lambda params, tokens: self.module.apply({"params": params}, tokens))
+
+    @functools.cached_property
+    def _backbone_step(self):
+        fn = lambda params, tokens, positions, cache: self.module.apply(  # noqa: E731
+            {"params": params}, tokens, positions, cache, method=FLMAudioLM.backbone_step
+        )
+        return jax.jit(fn, donate_argnums=(3,))
+
+    @functools.cached_property
+    def _depformer_step(self):
+        fn = lambda params, hidden, prev, position, cache: self.module.apply(  # noqa: E731
+            {"params": params}, hidden, prev, position, cache, method=FLMAudioLM.depformer_step
+        )
+        return jax.jit(fn, donate_argnums=(4,))
+
+    def forward(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """tokens int32 [B, T+1, 17] (delayed columns, column 0 initial) -> text logits [B, T, V],
+        audio logits [B, T, 8, 2050] (depformer teacher-forced with the speak codes of column t+1)."""
+        tokens = jnp.asarray(tokens, jnp.int32)
+        if tokens.ndim != 3 or tokens.shape[-1] != self.config.tokens.num_streams or tokens.shape[1] < 2:
+            raise ValueError(f"tokens must be int32 [B, T+1 >= 2, {self.config.tokens.num_streams}], got {tokens.shape}")
+        return self._forward(self.params, tokens)
+
+    def init_cache(self, batch: int, window: int | None = None) -> KVCache:
+        """An empty ring KV cache of `window` columns (default: max_position_embeddings)."""
+        return init_kv_cache(self.config, batch, window or self.config.max_position_embeddings)
+
+    def init_depformer_cache(self, batch: int) -> DepformerCache:
+        return init_depformer_cache(self.config, batch)
+
+    def backbone_step(self, cache: KVCache, tokens: jax.Array, positions: jax.Array):
+        """New columns tokens [B, S, 17] at positions [B, S] -> (text logits [B, S, V], hidden [B, S, E], cache).
+        The cache argument is donated."""
+        return self._backbone_step(self.params, tokens, positions, cache)
+
+    def depformer_step(self, cache: DepformerCache, hidden: jax.Array, prev_code: jax.Array, position: int | jax.Array):
+        """Depformer position `position` for hidden [B, E] given the previous code [B] -> (logits [B, A], cache)."""
+        return self._depformer_step(self.params, hidden, prev_code, jnp.asarray(position, jnp.int32), cache)

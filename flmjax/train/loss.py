@@ -1,0 +1,110 @@
+"""The FLM-Audio training loss (paper Eq. 3).
+
+L = a1 * CE(speak, semantic) + a2 * CE(speak, acoustic) + b * CE(monologue) + g * CE(<wait>).
+
+Positions carry float weights (1 = in the loss, 0 = not; the data layouts produce them). The class of a
+weighted position follows from where it is and what it predicts: speak codebook 0 is semantic, 1..7
+acoustic; a text target equal to `<wait>` is a wait position, any other text target is monologue. Speak
+targets that are not Mimi codes (pad / empty ids) never carry loss. Listen streams are inputs only.
+Each term is normalised by its own weight mass. `loss_terms` returns sums and masses so that gradient
+accumulation can add micro-batches before normalising (`finalize_loss`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flmjax.tokens import TokenIds
+
+TERMS = ("semantic", "acoustic", "monologue", "wait")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossCoefficients:
+    semantic: float = 1.0  # alpha_1
+    acoustic: float = 0.5  # alpha_2
+    monologue: float = 1.0  # beta
+    wait: float = 0.01  # gamma
+
+
+def _masked(ce: jax.Array, correct: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
+    return {"ce_sum": jnp.sum(ce * weight), "mass": jnp.sum(weight), "correct": jnp.sum(correct * weight)}
+
+
+def loss_terms(
+    text_logits: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
+) -> dict[str, dict[str, jax.Array]]:
+    """Per-term weighted CE sums, weight masses and correct counts (plus one entry per codebook).
+
+    text_logits [B, T, V], audio_logits [B, T, K, A], tokens/weights [B, T+1, 17] in delayed columns:
+    the targets are columns 1..T.
+    """
+    k = ids.num_codebooks
+    text_target = tokens[:, 1:, 0]
+    text_weight = weights[:, 1:, 0].astype(jnp.float32)
+    audio_target = tokens[:, 1:, 1 : 1 + k]
+    audio_weight = weights[:, 1:, 1 : 1 + k].astype(jnp.float32) * (audio_target < ids.codebook_size)
+
+    text_logits = text_logits.astype(jnp.float32)
+    audio_logits = audio_logits.astype(jnp.float32)
+    text_ce = optax.softmax_cross_entropy_with_integer_labels(text_logits, text_target)
+    text_ok = (jnp.argmax(text_logits, -1) == text_target).astype(jnp.float32)
+    audio_ce = optax.softmax_cross_entropy_with_integer_labels(audio_logits, audio_target)
+    audio_ok = (jnp.argmax(audio_logits, -1) == audio_target).astype(jnp.float32)
+
+    is_wait = (text_target == ids.text_wait).astype(jnp.float32)
+    terms = {
+        "semantic": _masked(audio_ce[..., 0], audio_ok[..., 0], audio_weight[..., 0]),
+        "acoustic": _masked(audio_ce[..., 1:], audio_ok[..., 1:], audio_weight[..., 1:]),
+        "monologue": _masked(text_ce, text_ok, text_weight * (1.0 - is_wait)),
+        "wait": _masked(text_ce, text_ok, text_weight * is_wait),
+    }
+    for c in range(k):
+        terms[f"codebook_{c}"] = _masked(audio_ce[..., c], audio_ok[..., c], audio_weight[..., c])
+    return terms
+
+
+def finalize_loss(terms: dict[str, dict[str, jax.Array]], coefficients: LossCoefficients) -> dict[str, jax.Array]:
+    """Normalise each term by its own mass (a term with no mass contributes 0) and weight the total.
+
+    Returns `loss` (the total), each term's mean CE under its name, `<term>_acc` accuracies,
+    `<term>_tokens` masses, and `codebook_<c>_acc` per speak codebook.
+    """
+    out: dict[str, jax.Array] = {}
+    total = jnp.zeros((), jnp.float32)
+    for name, t in terms.items():
+        denom = jnp.maximum(t["mass"], 1e-8)
+        has_mass = t["mass"] > 0
+        mean_ce = jnp.where(has_mass, t["ce_sum"] / denom, 0.0)
+        out[f"{name}_acc"] = jnp.where(has_mass, t["correct"] / denom, 0.0)
+        if name in TERMS:
+            out[name] = mean_ce
+            out[f"{name}_tokens"] = t["mass"]
+            total = total + getattr(coefficients, name) * mean_ce
+    out["loss"] = total
+    return out
+
+
+def flm_loss(
+    text_logits: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
+    coefficients: LossCoefficients = LossCoefficients(),
+) -> dict[str, jax.Array]:
+    """The total loss and every term, accuracy and mass of one batch (see module docstring)."""
+    return finalize_loss(loss_terms(text_logits, audio_logits, tokens, weights, ids), coefficients)
+
+
+def add_terms(a: dict, b: dict) -> dict:
+    """Sum two `loss_terms` results (gradient accumulation)."""
+    return jax.tree_util.tree_map(jnp.add, a, b)
