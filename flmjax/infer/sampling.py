@@ -1,0 +1,157 @@
+"""Token sampling as the release does it, vectorised over independent streams.
+
+Order (spec section 3.1): repetition penalty (HF style, over the set of ids in a window) -> temperature
+-> top-p (when top_p > 0 it overrides top-k) -> else top-k -> else the full distribution; greedy (or a
+temperature of 0) takes the argmax of the penalised logits. Every setting is a per-stream array, so a
+stream changing its settings never recompiles the decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class SettingsError(ValueError):
+    """Sampling settings that cannot be used (unknown name, value out of range)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """One stream's sampling settings; the defaults are the release server's (spec section 3.1)."""
+
+    text_temperature: float = 0.01
+    text_top_p: float = 0.9
+    text_top_k: int = 1
+    text_repetition_penalty: float = 1.03
+    text_repetition_window: int = 50  # frames; `<wait>` counts
+    audio_temperature: float = 0.5
+    audio_top_p: float = 0.9
+    audio_top_k: int = 1
+    audio_repetition_penalty: float = 1.2  # applied to the first `PENALIZED_CODEBOOKS` codebooks only
+    audio_repetition_window: int = 50  # frames
+    greedy: bool = False  # argmax of the penalised logits (the release's use_sampling=False)
+    seed: int = 0
+
+    def validate(self, max_window: int) -> "SamplingSettings":
+        for side in ("text", "audio"):
+            if getattr(self, f"{side}_temperature") < 0:
+                raise SettingsError(f"{side} temperature must be >= 0")
+            if not 0 <= getattr(self, f"{side}_top_p") <= 1:
+                raise SettingsError(f"{side} top_p must be in [0, 1]")
+            if getattr(self, f"{side}_top_k") < 0:
+                raise SettingsError(f"{side} top_k must be >= 0")
+            if getattr(self, f"{side}_repetition_penalty") < 1:
+                raise SettingsError(f"{side} repetition penalty must be >= 1 (HF style)")
+            if getattr(self, f"{side}_repetition_window") > max_window:
+                raise SettingsError(f"{side} repetition window must be <= {max_window} frames")
+        return self
+
+    def greedy_deterministic(self) -> "SamplingSettings":
+        """Pure argmax: no sampling and no repetition penalty (what `--greedy` runs)."""
+        return dataclasses.replace(self, greedy=True, text_repetition_penalty=1.0, audio_repetition_penalty=1.0)
+
+    def updated(self, release_settings: Mapping[str, Any]) -> "SamplingSettings":
+        """Apply a `POST /api/settings` body in the release's names (its LMGen attributes)."""
+        changes = {}
+        for key, value in release_settings.items():
+            field = RELEASE_SETTING_NAMES.get(key)
+            if field is None:
+                raise SettingsError(f"unknown setting {key!r}; known: {', '.join(sorted(RELEASE_SETTING_NAMES))}")
+            if isinstance(value, bool) != (key == "use_sampling") or not isinstance(value, (int, float)):
+                raise SettingsError(f"setting {key!r} must be a {'boolean' if key == 'use_sampling' else 'number'}")
+            if key == "use_sampling":
+                changes["greedy"] = not value
+            elif field.endswith(("top_k", "window")):
+                if value != int(value):
+                    raise SettingsError(f"setting {key!r} must be an integer")
+                changes[field] = int(value)
+            else:
+                changes[field] = float(value)
+        return dataclasses.replace(self, **changes)
+
+
+# The release's LMGen attribute names (what its clients POST) -> our fields.
+RELEASE_SETTING_NAMES = {
+    "use_sampling": "greedy",
+    "temp_text": "text_temperature",
+    "temp_audio": "audio_temperature",
+    "top_p_text": "text_top_p",
+    "top_p_audio": "audio_top_p",
+    "top_k_text": "text_top_k",
+    "top_k_audio": "audio_top_k",
+    "repetition_penalty_text": "text_repetition_penalty",
+    "repetition_penalty_audio": "audio_repetition_penalty",
+    "repetition_penalty_window_text": "text_repetition_window",
+    "repetition_penalty_window_audio": "audio_repetition_window",
+}
+
+PENALIZED_CODEBOOKS = 4  # the release penalises repeats in codebooks 0..3 only
+
+
+class StreamSampling(NamedTuple):
+    """How each stream samples: one entry per stream (arrays [B]), part of the decoder state."""
+
+    temperature: jax.Array  # float32
+    top_p: jax.Array  # float32
+    top_k: jax.Array  # int32
+    penalty: jax.Array  # float32
+    window: jax.Array  # int32, frames
+    greedy: jax.Array  # bool
+
+
+def stream_sampling(settings: Sequence[SamplingSettings], side: str) -> StreamSampling:
+    """Host arrays for `side` ("text" or "audio") of a batch of settings."""
+
+    def column(name: str, dtype) -> np.ndarray:
+        return np.array([getattr(s, f"{side}_{name}") for s in settings], dtype)
+
+    return StreamSampling(
+        temperature=column("temperature", np.float32),
+        top_p=column("top_p", np.float32),
+        top_k=column("top_k", np.int32),
+        penalty=column("repetition_penalty", np.float32),
+        window=column("repetition_window", np.int32),
+        greedy=np.array([s.greedy for s in settings], bool),
+    )
+
+
+def apply_repetition_penalty(logits: jax.Array, ids: jax.Array, valid: jax.Array, penalty: jax.Array) -> jax.Array:
+    """HF style: every id present in the window has its logit divided by `penalty` when positive and
+    multiplied by it when negative (once, however often it occurs).
+
+    logits [B, V]; ids [B, W] previous ids; valid [B, W] which of them are in the window; penalty [B].
+    """
+    rows = jnp.arange(logits.shape[0])[:, None]
+    present = jnp.zeros(logits.shape, jnp.int32).at[rows, ids].max(valid.astype(jnp.int32)) > 0
+    p = penalty[:, None].astype(logits.dtype)
+    return jnp.where(present, jnp.where(logits < 0, logits * p, logits / p), logits)
+
+
+def sample(logits: jax.Array, keys: jax.Array, params: StreamSampling) -> jax.Array:
+    """Penalised logits [B, V] -> ids [B]: temperature, then top-p (if > 0) or top-k (if > 0), else the
+    whole distribution; greedy rows (or temperature 0) take the argmax. keys [B, 2]: one PRNG key a stream."""
+    logits = logits.astype(jnp.float32)
+    argmax = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    sampling = ~params.greedy & (params.temperature > 0)
+    temperature = jnp.where(sampling, params.temperature, 1.0)[:, None]
+    probs = jax.nn.softmax(logits / temperature, axis=-1)
+    order = jnp.argsort(-probs, axis=-1)
+    sorted_probs = jnp.take_along_axis(probs, order, axis=-1)
+    # top-p keeps the smallest prefix whose mass reaches p (an id stays if the mass before it is <= p).
+    keep_p = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs <= params.top_p[:, None]
+    keep_k = jnp.arange(logits.shape[-1])[None, :] < params.top_k[:, None]
+    keep = jnp.where((params.top_p > 0)[:, None], keep_p, jnp.where((params.top_k > 0)[:, None], keep_k, True))
+    choice = jax.vmap(jax.random.categorical)(keys, jnp.where(keep, jnp.log(sorted_probs), -jnp.inf))
+    sampled = jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    return jnp.where(sampling, sampled, argmax)
+
+
+def mask_ids_from(logits: jax.Array, first_masked: int) -> jax.Array:
+    """Forbid ids >= `first_masked` (audio: 2048 pad and 2049 empty are not Mimi codes)."""
+    allowed = jnp.arange(logits.shape[-1]) < first_masked
+    return jnp.where(allowed, logits, -jnp.inf)
