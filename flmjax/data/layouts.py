@@ -274,8 +274,7 @@ def _render(
             weights[a0:a1, streams] = 1.0
     tokens[0, : speak.stop] = ids.initial_column[: speak.stop]
     weights[0] = 0.0
-    tokens[content_frames:, TEXT_STREAM] = ids.text_wait
-    tokens[content_frames:, 1:] = ids.unused_audio_channel
+    tokens[content_frames:, 1:] = ids.unused_audio_channel  # padding (text is <wait> already)
     return tokens[:total_frames], weights[:total_frames]
 
 
@@ -345,7 +344,7 @@ def _single_pair(pair: AlignedPair, style: str, layout: str, ids: TokenIds, cfg:
     num_frames = max(_segment_end(s) for s in segments)
     if num_frames > cfg.sample_frames:
         raise SampleTooLongError(f"pair 0: {num_frames} frames exceed sample_frames {cfg.sample_frames}")
-    tokens, weights = _render(segments, [pair.codes], num_frames, num_frames, ids)
+    tokens, weights = _render(segments, [np.asarray(pair.codes)], num_frames, num_frames, ids)
     return Sample(tokens, weights, segments, layout)
 
 
@@ -406,7 +405,7 @@ def assemble_post_training(
         if not pairs:
             raise LayoutError("assemble_post_training: no pairs given")
         raise SampleTooLongError(f"pair 0 needs {end} frames, more than sample_frames {cfg.sample_frames}")
-    audio = [p.codes for p in pairs[:used]]
+    audio = [np.asarray(p.codes) for p in pairs[:used]]
     tokens, weights = _render(segments, audio, cursor, cfg.sample_frames, ids)
     return Sample(tokens, weights, segments, f"post_training_{cfg.alignment}"), used
 
