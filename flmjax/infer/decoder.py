@@ -68,6 +68,15 @@ class StepOutput(NamedTuple):
     column: jax.Array  # [B, 9] int32: text + 8 speak codes sampled now, i.e. delayed column t+1
 
 
+def per_stream_settings(settings: SamplingSettings | Sequence[SamplingSettings], batch_size: int) -> list[SamplingSettings]:
+    """One settings object for every stream, or exactly one per stream."""
+    if isinstance(settings, SamplingSettings):
+        return [settings] * batch_size
+    if len(settings) != batch_size:
+        raise ValueError(f"{len(settings)} settings for a batch of {batch_size}")
+    return list(settings)
+
+
 def _ring_size(config: ModelConfig) -> int:
     # Step t touches columns t (read, user semantic code) and t+1 (user acoustic codes, the sampled
     # tokens, the output frame's acoustic codes): max_delay + 1 slots suffice.
@@ -93,7 +102,7 @@ class Decoder:
     # --- state -------------------------------------------------------------------------------------
     def init_state(self, settings: SamplingSettings | Sequence[SamplingSettings] = SamplingSettings()) -> DecoderState:
         """A batch of fresh streams (seeded from each stream's settings)."""
-        settings = self._per_stream(settings)
+        settings = per_stream_settings(settings, self.batch_size)
         b, ids = self.batch_size, self.config.tokens
         sampling = (stream_sampling(settings, "text"), stream_sampling(settings, "audio"))
         state = DecoderState(
@@ -118,13 +127,6 @@ class Decoder:
         mask = np.array([r in rows for r in range(self.batch_size)])
         seeds = np.array([s.seed for s in settings], np.uint32)
         return self._reset(state, mask, stream_sampling(settings, "text"), stream_sampling(settings, "audio"), seeds)
-
-    def _per_stream(self, settings: SamplingSettings | Sequence[SamplingSettings]) -> list[SamplingSettings]:
-        if isinstance(settings, SamplingSettings):
-            return [settings] * self.batch_size
-        if len(settings) != self.batch_size:
-            raise ValueError(f"{len(settings)} settings for a batch of {self.batch_size}")
-        return list(settings)
 
     @functools.cached_property
     def _reset(self):

@@ -1,0 +1,40 @@
+"""The monologue shown to a user: sampled text ids -> printable pieces, as the release streams them.
+
+Every sampled id except `<wait>` is text; a `<wait>` that follows text ends the utterance with a newline.
+Byte-level BPE ids can end in the middle of a UTF-8 character; such a tail decodes to U+FFFD and is held
+back until the ids completing it arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+
+class Detokenizer(Protocol):
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class TextStream:
+    """One stream's text: `push(id)` returns the text that became printable (often "")."""
+
+    def __init__(self, tokenizer: Detokenizer, wait_id: int):
+        self.tokenizer = tokenizer
+        self.wait_id = wait_id
+        self.reset()
+
+    def reset(self) -> None:
+        self._utterance: list[int] = []  # ids since the last `<wait>`
+        self._shown = 0  # characters of the utterance already returned
+
+    def push(self, token_id: int) -> str:
+        if token_id == self.wait_id:
+            if not self._utterance:
+                return ""
+            rest = self.tokenizer.decode(self._utterance)[self._shown :]
+            self.reset()
+            return rest + "\n"
+        self._utterance.append(int(token_id))
+        printable = self.tokenizer.decode(self._utterance).rstrip("\ufffd")
+        piece = printable[self._shown :]
+        self._shown = max(self._shown, len(printable))
+        return piece
