@@ -10,3 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A random `tiny` FLMAudio shared by the tests that only read it (initialising compiles, ~10 s)."""
+    from flmjax import FLMAudio
+
+    return FLMAudio.init("tiny", seed=0)
