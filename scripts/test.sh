@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --disable-pip-version-check -r requirements-test.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q --disable-pip-version-check -r requirements-test.txt -e .
 # moshi (kyutai's PyTorch reference) pins old numpy/torch/transformers: take it without its pins.
-python -m pip install -q --disable-pip-version-check --no-deps moshi==0.2.13 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q --disable-pip-version-check --no-deps moshi==0.2.13
 python -m pytest "$@"
