@@ -1,0 +1,335 @@
+"""Corpus formats: what a user hands to `launch/prepare_data.py` (documented with examples in docs/data.md).
+
+Two manifest kinds, JSON Lines, one entry per line, audio paths relative to the manifest's folder:
+
+- sentence-aligned speech (post-training): one audio file with its sentence segments
+  `{"id", "audio", "language", "source": "auto"|"human", "segments": [{"start", "end", "text",
+  "words"?: [{"start", "end", "text"}]}]}` (seconds from the file's start);
+- dialogs (fine-tuning): `{"id", "language"?, "turns": [{"role": "user"|"model", "text", "audio",
+  "start", "end"?}]}`, `audio` a file or a span `{"path", "start", "end"}` of one, `start`/`end` the turn's
+  place on the dialog's timeline (seconds). A turn whose `end` comes before its audio does is cut there
+  (a model that stops talking when interrupted); user speech may overlap model speech.
+
+A third input is a TFDS dataset already prepared on disk (e.g. `librispeech`), read through
+`tensorflow_datasets` and mapped to sentence-aligned entries: one segment spanning each example.
+Parsing checks everything that can be checked without the audio and raises `CorpusError` naming the
+manifest line; the audio itself is checked when it is read (`flmjax.data.prepare`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+SOURCES = ("auto", "human")  # transcript quality tag: automatic (ASR) or human-annotated
+ROLES = ("user", "model")
+
+
+class CorpusError(ValueError):
+    """A manifest entry that cannot be prepared; the message names the entry and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Word:
+    start: float  # seconds, on the same clock as the segment
+    end: float
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the audio's start
+    end: float
+    text: str
+    words: tuple[Word, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioRef:
+    """Audio of an entry: a file (optionally a span of it) or, for TFDS, samples already in memory."""
+
+    path: str | None = None
+    start: float | None = None  # span of the file, seconds
+    end: float | None = None
+    samples: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    sample_rate: int | None = None  # with `samples`
+
+    def describe(self) -> str:
+        if self.path is None:
+            return "<in-memory audio>"
+        return self.path if self.start is None else f"{self.path}[{self.start}:{self.end}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechEntry:
+    """Sentence-aligned speech: every segment becomes one (audio clip, sentence) pair."""
+
+    id: str
+    audio: AudioRef
+    language: str
+    source: str
+    segments: tuple[Segment, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogTurn:
+    role: str
+    text: str
+    audio: AudioRef
+    start: float  # seconds on the dialog's timeline
+    end: float | None = None  # None: start + the audio's duration
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogEntry:
+    id: str
+    language: str
+    turns: tuple[DialogTurn, ...]
+
+
+Entry = SpeechEntry | DialogEntry
+KINDS = {"speech": SpeechEntry, "dialogs": DialogEntry}
+
+
+def entry_kind(entry: Entry) -> str:
+    return "speech" if isinstance(entry, SpeechEntry) else "dialogs"
+
+
+# --- JSONL manifests -----------------------------------------------------------------------------------
+
+
+def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    if key not in obj:
+        if default is ...:
+            raise CorpusError(f"{where}: missing field {key!r}")
+        return default
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise CorpusError(f"{where}: field {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _time(obj: Mapping[str, Any], key: str, where: str, default: Any = ...) -> float | None:
+    value = _field(obj, key, (int, float), where, default)
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise CorpusError(f"{where}: {key} must be a finite time >= 0 s, got {value}")
+    return float(value)
+
+
+def _span(start: float, end: float, where: str) -> None:
+    if end <= start:
+        raise CorpusError(f"{where}: end {end} s is not after start {start} s")
+
+
+def _audio(value: Any, base: Path, where: str) -> AudioRef:
+    if isinstance(value, str):
+        return AudioRef(path=str(base / value))
+    if isinstance(value, Mapping):
+        start, end = _time(value, "start", where), _time(value, "end", where)
+        _span(start, end, f"{where} audio span")
+        return AudioRef(path=str(base / _field(value, "path", str, where)), start=start, end=end)
+    raise CorpusError(f"{where}: audio must be a path or {{path, start, end}}, got {value!r}")
+
+
+def _text(obj: Mapping[str, Any], where: str) -> str:
+    text = _field(obj, "text", str, where).strip()
+    if not text:
+        raise CorpusError(f"{where}: empty text")
+    return text
+
+
+def _words(value: Any, seg: Segment, where: str) -> tuple[Word, ...]:
+    if not isinstance(value, list) or not value:
+        raise CorpusError(f"{where}: words must be a non-empty list")
+    words, previous = [], seg.start
+    for k, w in enumerate(value):
+        wwhere = f"{where} word {k}"
+        if not isinstance(w, Mapping):
+            raise CorpusError(f"{wwhere}: must be an object")
+        start, end = _time(w, "start", wwhere), _time(w, "end", wwhere)
+        if not previous - 1e-3 <= start <= end <= seg.end + 1e-3:
+            raise CorpusError(f"{wwhere}: times ({start}, {end}) s out of order or outside the segment")
+        previous = start
+        words.append(Word(start, end, _text(w, wwhere)))
+    return tuple(words)
+
+
+def parse_speech(obj: Mapping[str, Any], base: Path, where: str) -> SpeechEntry:
+    uid = str(_field(obj, "id", (str, int), where))
+    where = f"{where} ({uid})"
+    source = _field(obj, "source", str, where, "auto")
+    if source not in SOURCES:
+        raise CorpusError(f"{where}: source must be one of {SOURCES}, got {source!r}")
+    raw_segments = _field(obj, "segments", list, where)
+    if not raw_segments:
+        raise CorpusError(f"{where}: no segments")
+    segments = []
+    for k, s in enumerate(raw_segments):
+        swhere = f"{where} segment {k}"
+        if not isinstance(s, Mapping):
+            raise CorpusError(f"{swhere}: must be an object")
+        seg = Segment(_time(s, "start", swhere), _time(s, "end", swhere), _text(s, swhere))
+        _span(seg.start, seg.end, swhere)
+        if s.get("words") is not None:
+            seg = dataclasses.replace(seg, words=_words(s["words"], seg, swhere))
+        segments.append(seg)
+    return SpeechEntry(uid, _audio(obj.get("audio"), base, where), _field(obj, "language", str, where, "und"), source, tuple(segments))
+
+
+def parse_dialog(obj: Mapping[str, Any], base: Path, where: str) -> DialogEntry:
+    uid = str(_field(obj, "id", (str, int), where))
+    where = f"{where} ({uid})"
+    raw_turns = _field(obj, "turns", list, where)
+    if not raw_turns:
+        raise CorpusError(f"{where}: no turns")
+    turns = []
+    for k, t in enumerate(raw_turns):
+        twhere = f"{where} turn {k}"
+        if not isinstance(t, Mapping):
+            raise CorpusError(f"{twhere}: must be an object")
+        role = _field(t, "role", str, twhere)
+        if role not in ROLES:
+            raise CorpusError(f"{twhere}: role must be one of {ROLES}, got {role!r}")
+        turn = DialogTurn(role, _text(t, twhere), _audio(t.get("audio"), base, twhere), _time(t, "start", twhere), _time(t, "end", twhere, None))
+        if turn.end is not None:
+            _span(turn.start, turn.end, twhere)
+        turns.append(turn)
+    return DialogEntry(uid, _field(obj, "language", str, where, "und"), tuple(turns))
+
+
+def parse_entry(obj: Any, base: Path, where: str) -> Entry:
+    """One manifest object -> an entry; dialogs have `turns`, sentence-aligned speech `segments`."""
+    if not isinstance(obj, Mapping):
+        raise CorpusError(f"{where}: an entry must be a JSON object")
+    if "turns" in obj:
+        return parse_dialog(obj, base, where)
+    if "segments" in obj:
+        return parse_speech(obj, base, where)
+    raise CorpusError(f"{where}: neither 'segments' (sentence-aligned speech) nor 'turns' (dialog)")
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[str, list[Entry | CorpusError]]:
+    """A JSONL manifest -> (kind, one entry or error per non-empty line, in order).
+
+    The kind ("speech" or "dialogs") is the first valid entry's; a line of the other kind is an error.
+    Errors are returned in place, not raised, so that the rest of a corpus can still be prepared.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: manifest not found") from None
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 text ({e})") from None
+    items: list[Entry | CorpusError] = []
+    kind = None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{n}"
+        try:
+            entry = parse_entry(json.loads(line), path.parent, where)
+            if kind is None:
+                kind = entry_kind(entry)
+            elif entry_kind(entry) != kind:
+                raise CorpusError(f"{where}: a {entry_kind(entry)} entry in a {kind} manifest")
+            items.append(entry)
+        except json.JSONDecodeError as e:
+            items.append(CorpusError(f"{where}: not valid JSON ({e.msg})"))
+        except CorpusError as e:
+            items.append(e)
+    if kind is None:
+        raise CorpusError(f"{path}: no valid entry")
+    return kind, items
+
+
+# --- TFDS datasets ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpec:
+    """A TFDS dataset on disk, mapped to sentence-aligned speech (one segment per example).
+
+    `name` is the builder name (`librispeech`, or `name/config`), `data_dir` the TFDS data folder
+    (local or a bucket path that `tensorflow_datasets` reads). Feature keys default to LibriSpeech's.
+    """
+
+    name: str
+    split: str = "train"
+    data_dir: str | None = None
+    audio_key: str = "speech"
+    text_key: str = "text"
+    id_key: str | None = "id"
+    language: str = "en"
+    source: str = "human"
+    sample_rate: int | None = None  # None: the audio feature's own `sample_rate`
+
+    @classmethod
+    def parse(cls, spec: str, **options: Any) -> "TfdsSpec":
+        """`tfds:NAME[:SPLIT]` (as prepare_data's corpus argument) -> a spec."""
+        body = spec.removeprefix("tfds:")
+        name, _, split = body.partition(":")
+        if not name:
+            raise CorpusError(f"{spec!r}: expected tfds:NAME[:SPLIT]")
+        return cls(name=name, split=split or "train", **{k: v for k, v in options.items() if v is not None})
+
+
+class TfdsSpeech(Sequence[SpeechEntry]):
+    """Random access to a TFDS dataset's examples as `SpeechEntry`s (audio kept in memory).
+
+    Reading goes through `tfds.data_source` (ArrayRecord files, no TensorFlow pipeline); TFDS itself
+    needs TensorFlow installed to describe `Audio` features.
+    """
+
+    def __init__(self, spec: TfdsSpec):
+        import tensorflow_datasets as tfds  # heavy and only needed here
+
+        self.spec = spec
+        try:
+            builder = tfds.builder(spec.name, data_dir=spec.data_dir)
+            self._source = builder.as_data_source(split=spec.split)
+        except Exception as e:  # TFDS raises a zoo of types for a missing dataset or split
+            raise CorpusError(f"tfds:{spec.name}:{spec.split} in {spec.data_dir}: cannot open ({e})") from None
+        features = builder.info.features
+        for key in (spec.audio_key, spec.text_key) + ((spec.id_key,) if spec.id_key else ()):
+            if key not in features:
+                raise CorpusError(f"tfds:{spec.name}: no feature {key!r} (features: {', '.join(features)})")
+        self.sample_rate = spec.sample_rate or getattr(features[spec.audio_key], "sample_rate", None)
+        if not self.sample_rate:
+            raise CorpusError(f"tfds:{spec.name}: feature {spec.audio_key!r} has no sample rate; give one")
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> SpeechEntry:  # type: ignore[override]
+        example = self._source[index]
+        uid = _as_str(example[self.spec.id_key]) if self.spec.id_key else str(index)
+        where = f"tfds:{self.spec.name}:{self.spec.split}[{index}] ({uid})"
+        samples = _pcm_from_ints(np.asarray(example[self.spec.audio_key]))
+        text = _as_str(example[self.spec.text_key]).strip()
+        if not text:
+            raise CorpusError(f"{where}: empty text")
+        duration = samples.shape[-1] / self.sample_rate
+        audio = AudioRef(path=None, samples=samples, sample_rate=int(self.sample_rate))
+        return SpeechEntry(uid, audio, self.spec.language, self.spec.source, (Segment(0.0, max(duration, 1e-9), text),))
+
+
+def _as_str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _pcm_from_ints(samples: np.ndarray) -> np.ndarray:
+    """TFDS audio ([N] or [N, C]; integers are 16-bit PCM values whatever their dtype, as TFDS's `Audio`
+    feature stores them) -> float32 [C, N] in [-1, 1]."""
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples.astype(np.float32) / np.float32(32768.0)
+    samples = samples.astype(np.float32)
+    return samples[None, :] if samples.ndim == 1 else samples.T
