@@ -151,16 +151,24 @@ class Decoder:
         return jax.jit(reset, donate_argnums=(0,))
 
     # --- the frame ---------------------------------------------------------------------------------
-    def step(self, state: DecoderState, user_codes: jax.Array) -> tuple[DecoderState, StepOutput]:
-        """user_codes int32 [B, 8] (the user's Mimi codes of this frame) -> (state, output). Donates state."""
-        return self._step(self.model.params, state, user_codes)
+    def step(
+        self, state: DecoderState, user_codes: jax.Array, active: jax.Array | None = None
+    ) -> tuple[DecoderState, StepOutput]:
+        """user_codes int32 [B, 8] (the user's Mimi codes of this frame) -> (state, output). Donates state.
+
+        Streams where `active` [B] is False rest: they keep their state (their output is not valid)."""
+        active = np.ones(self.batch_size, bool) if active is None else active
+        return self._step(self.model.params, state, user_codes, active)
 
     @functools.cached_property
     def _step(self):
         return jax.jit(self.frame_step, donate_argnums=(1,))
 
-    def frame_step(self, params: dict, state: DecoderState, user_codes: jax.Array) -> tuple[DecoderState, StepOutput]:
-        """The pure step (traceable): spec section 3, steps 1-5, for every stream at its own offset."""
+    def frame_step(
+        self, params: dict, state: DecoderState, user_codes: jax.Array, active: jax.Array
+    ) -> tuple[DecoderState, StepOutput]:
+        """The pure step (traceable): spec section 3, steps 1-5, for every stream at its own offset;
+        streams where active [B] is False keep their state."""
         cfg, ids = self.config, self.config.tokens
         module = self.model.module
         n = ids.num_codebooks
@@ -181,8 +189,11 @@ class Decoder:
         streams = jnp.arange(ids.num_streams)
         is_initial = jnp.where(streams <= n, t[:, None] == 0, t[:, None] < delays)
         column = jnp.where(is_initial, jnp.asarray(ids.initial_column), column)
+        # A resting stream still computes (the batch is one program) but its column goes in at position
+        # t - window: the ring slot its next real frame overwrites, at a position no query attends.
+        positions = jnp.where(active, t, t - state.kv.window)[:, None]
         text_logits, hidden, kv = module.apply(
-            {"params": params}, column[:, None], t[:, None], state.kv, method=FLMAudioLM.backbone_step
+            {"params": params}, column[:, None], positions, state.kv, method=FLMAudioLM.backbone_step
         )
 
         # 3. sample text, then the 8 codes, each with the repetition penalty over its recent history.
@@ -219,14 +230,18 @@ class Decoder:
         frame = tokens[rows[:, None], speak[None, :], (t[:, None] + delays[: 1 + n]) % ring]
 
         slot = t % state.history.shape[1]
+
+        def advance(new, old):  # resting streams keep their old state
+            return jnp.where(active.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+
         new_state = DecoderState(
-            tokens=tokens,
-            offset=t + 1,
+            tokens=advance(tokens, state.tokens),
+            offset=advance(t + 1, t),
             kv=kv,
-            history=state.history.at[rows, slot].set(sampled),
-            history_frame=state.history_frame.at[rows, slot].set(t),
-            keys=keys[:, 0],
+            history=advance(state.history.at[rows, slot].set(sampled), state.history),
+            history_frame=advance(state.history_frame.at[rows, slot].set(t), state.history_frame),
+            keys=advance(keys[:, 0], state.keys),
             text_sampling=state.text_sampling,
             audio_sampling=state.audio_sampling,
         )
-        return new_state, StepOutput(frame=frame, valid=t >= ids.max_delay, column=sampled)
+        return new_state, StepOutput(frame=frame, valid=active & (t >= ids.max_delay), column=sampled)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
+import sphn
 
 from flmjax.infer.decoder import Decoder, DecoderState
 from flmjax.infer.sampling import SamplingSettings
+from flmjax.infer.session import Session
+from flmjax.tokens import SAMPLE_RATE
 
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:
@@ -76,3 +80,61 @@ def decode_user_codes(
 
     times = timed_frames(one, codes.shape[1])
     return np.stack(frames, axis=1), np.stack(columns, axis=1), times
+
+
+class UserAudio(NamedTuple):
+    pcm: np.ndarray  # float32 [N] mono at 24 kHz
+    sample_rate: int  # the file's
+    num_samples: int  # the file's
+
+
+def read_user_audio(path: str) -> UserAudio:
+    """A recording as mono 24 kHz float32 (channels averaged, resampled); one-line errors for bad files."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such audio file")
+    try:
+        data, sample_rate = sphn.read(path)
+    except Exception as e:  # the decoder raises its own types; the file is what matters
+        raise ValueError(f"{path}: cannot decode audio ({e})") from None
+    data = np.asarray(data, np.float32)
+    if data.ndim != 2 or data.shape[-1] == 0:
+        raise ValueError(f"{path}: empty audio")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{path}: audio holds NaN or infinite samples")
+    mono = data.mean(axis=0)
+    pcm = mono if sample_rate == SAMPLE_RATE else np.asarray(sphn.resample(mono, sample_rate, SAMPLE_RATE), np.float32)
+    return UserAudio(pcm, int(sample_rate), int(mono.shape[0]))
+
+
+def write_reply_audio(path: str, reply: np.ndarray, like: UserAudio) -> None:
+    """Write the 24 kHz reply at the input's sample rate and exact length (time-aligned with it)."""
+    if like.sample_rate != SAMPLE_RATE:
+        reply = np.asarray(sphn.resample(reply, SAMPLE_RATE, like.sample_rate), np.float32)
+    out = np.zeros(like.num_samples, np.float32)
+    out[: min(len(reply), like.num_samples)] = reply[: like.num_samples]
+    sphn.write_wav(path, out, like.sample_rate)
+
+
+def reply_to_audio(session: Session, pcm: np.ndarray) -> tuple[np.ndarray, str, list[float]]:
+    """Stream mono 24 kHz pcm [N] through stream 0 of a batch-1 session, frame by frame.
+
+    Returns the reply [N] (frame k answers while input frame k is heard; the last partial frame is
+    zero-padded on the way in and cut on the way out), the monologue text and per-frame latencies
+    (the frame program is compiled first on a throwaway frame, then the session is reset).
+    """
+    size = session.frame_size
+    frames = -(-len(pcm) // size)
+    padded = np.zeros(frames * size, np.float32)
+    padded[: len(pcm)] = pcm
+    session.step(np.zeros(size, np.float32))
+    session.reset()
+    reply, text = [], []
+
+    def one(i: int):
+        result = session.step(padded[i * size : (i + 1) * size])
+        reply.append(result.pcm[0])
+        text.append(result.text[0])
+        return result.pcm
+
+    times = timed_frames(one, frames)
+    return np.concatenate(reply)[: len(pcm)], "".join(text), times

@@ -79,14 +79,18 @@ class Session:
         decoder = self.decoder.reset(self.state.decoder, rows)
         self.state = SessionState(decoder, self.mimi.reset_streams(self.state.mimi, mask))
 
-    def step(self, pcm: np.ndarray) -> FrameResult:
-        """pcm float [B, 1920] (or [1920] for a batch of one) at 24 kHz -> the reply frame of every stream."""
+    def step(self, pcm: np.ndarray, active: np.ndarray | None = None) -> FrameResult:
+        """pcm float [B, 1920] (or [1920] for a batch of one) at 24 kHz -> the reply frame of every stream.
+
+        Streams where `active` [B] is False (default: all active) rest: their state stays as it was and
+        their reply is silence (valid False)."""
         pcm = np.asarray(pcm, np.float32)
         if pcm.ndim == 1 and self.batch_size == 1:
             pcm = pcm[None]
         if pcm.shape != (self.batch_size, self.frame_size):
             raise ValueError(f"Session.step takes [{self.batch_size}, {self.frame_size}] samples, got {list(pcm.shape)}")
-        self.state, audio, frame, valid = self._frame(self.model.params, self.mimi.params, self.state, pcm)
+        active = np.ones(self.batch_size, bool) if active is None else np.asarray(active, bool)
+        self.state, audio, frame, valid = self._frame(self.model.params, self.mimi.params, self.state, pcm, active)
         audio, frame, valid = np.asarray(audio), np.asarray(frame), np.asarray(valid)
         text = [stream.push(int(f[0])) if v else "" for stream, f, v in zip(self.text, frame, valid)]
         return FrameResult(audio, text, frame, valid)
@@ -95,16 +99,17 @@ class Session:
     def _frame(self):
         return jax.jit(self.frame_step, donate_argnums=(2,))
 
-    def frame_step(self, params: dict, mimi_params: dict, state: SessionState, pcm: jax.Array):
-        """Pure: (state, pcm [B, 1920]) -> (state, reply pcm [B, 1920], output frame [B, 9], valid [B])."""
-        mimi_state, codes = self.mimi.encode_step(mimi_params, state.mimi, pcm[:, None, :])
-        decoder, out = self.decoder.frame_step(params, state.decoder, codes[:, :, 0])
-        decoded, audio = self.mimi.decode_step(mimi_params, mimi_state, out.frame[:, 1:, None])
-        keep = out.valid
+    def frame_step(self, params: dict, mimi_params: dict, state: SessionState, pcm: jax.Array, active: jax.Array):
+        """Pure: (state, pcm [B, 1920], active [B]) -> (state, reply pcm [B, 1920], output frame [B, 9], valid [B])."""
 
-        def pick(new, old):
-            return jnp.where(keep.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+        def where(mask, new, old):
+            return jax.tree.map(lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (o.ndim - 1)), n, o), new, old)
 
-        mimi_state = {**decoded, "decode": jax.tree.map(pick, decoded["decode"], mimi_state["decode"])}
-        audio = jnp.where(keep[:, None], audio[:, 0], 0.0)
+        encoded, codes = self.mimi.encode_step(mimi_params, state.mimi, pcm[:, None, :])
+        decoder, out = self.decoder.frame_step(params, state.decoder, codes[:, :, 0], active)
+        decoded, audio = self.mimi.decode_step(mimi_params, encoded, out.frame[:, 1:, None])
+        # Resting streams keep their encoder; streams without an output frame keep their decoder.
+        mimi_state = {"encode": where(active, encoded["encode"], state.mimi["encode"]),
+                      "decode": where(out.valid, decoded["decode"], state.mimi["decode"])}  # fmt: skip
+        audio = jnp.where(out.valid[:, None], audio[:, 0], 0.0)
         return SessionState(decoder, mimi_state), audio, out.frame, out.valid
