@@ -225,3 +225,52 @@ def test_stage_configs_follow_the_spec():
     assert get_data_config("demo", global_batch=2).global_batch == 2
     with pytest.raises(ConfigError, match="unknown data config 'post3'"):
         get_data_config("post3")
+
+
+def _load_launch(name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "launch" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inspector_prints_the_pipelines_sample(corpora, capsys):
+    from flmjax.data.config import register_data_config
+    from flmjax.data.text_tokenizer import load_text_tokenizer
+    from flmjax.data.timeline import SEGMENT_KEYS
+
+    inspect_data = _load_launch("inspect_data")
+    config = post_config(corpora, name="test_inspect")
+    register_data_config(config)
+    it = iter(sample_dataset(config, roots(config)))
+    take(it, 2)
+    sample = next(it).sample
+
+    assert inspect_data.main(["--config=test_inspect", "--index", "2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert set(shown) == {"layout", "text", "speak", "listen", "weights", "segments"}
+    assert shown["layout"] == sample.layout
+    np.testing.assert_array_equal(shown["text"], sample.tokens[:, 0])
+    np.testing.assert_array_equal(shown["speak"], sample.tokens[:, IDS.speak_streams])
+    np.testing.assert_array_equal(shown["listen"], sample.tokens[:, IDS.listen_streams])
+    np.testing.assert_array_equal(shown["weights"]["text"], sample.weights[:, 0])
+    np.testing.assert_array_equal(shown["weights"]["speak"], sample.weights[:, IDS.speak_streams])
+    assert [tuple(s) for s in shown["segments"]] == [SEGMENT_KEYS] * len(sample.segments)
+    assert [s["audio_start"] for s in shown["segments"]] == [s["audio_start"] for s in sample.segments]
+
+    assert inspect_data.main(["--config=test_inspect", "--index", "2", "--all-frames"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    frames = {int(line.split()[0]): line for line in lines if line[:5].strip().isdigit()}
+    assert len(frames) == config.seq_len  # one line per frame
+    decode = load_text_tokenizer().decode
+    tts = next(s for s in sample.segments if s["kind"] == "tts")
+    assert repr(decode([tts["text"][0]])) in frames[tts["text_start"]] and "[monologue" in frames[tts["text_start"]]
+    assert "speak: speech" in frames[tts["audio_start"]] and "[sem+ac" in frames[tts["audio_start"]]
+    asr = next(s for s in sample.segments if s["kind"] == "asr")
+    assert "listen: speech" in frames[asr["audio_start"]] and "<wait>" in frames[asr["audio_start"]]
+
+    assert inspect_data.main(["--config=no_such_stage", "--index", "0"]) == 2
+    assert "unknown data config 'no_such_stage'" in capsys.readouterr().err

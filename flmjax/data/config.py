@@ -69,6 +69,7 @@ class DataConfig:
     seed: int = 0
     worker_count: int = 0  # grain worker processes (multiprocess prefetch); 0: in the main process
     worker_buffer_size: int = 2  # batches each worker keeps ready
+    read_threads: int = 0  # grain reader threads per process: 0 for local disks, more for remote storage
     cache_dir: str = str(DEFAULT_CACHE_DIR)  # where manifests are prepared on first use
     mimi: str | None = None  # kyutai Mimi weights for first-use preparation; None: random Mimi (demo only)
 
@@ -79,8 +80,8 @@ class DataConfig:
             raise ConfigError(f"DataConfig {self.name}: no corpora")
         if len({c.name for c in self.corpora}) != len(self.corpora):
             raise ConfigError(f"DataConfig {self.name}: corpus names must be distinct")
-        if self.global_batch < 1 or self.variants < 1 or self.worker_count < 0:
-            raise ConfigError(f"DataConfig {self.name}: global_batch and variants must be >= 1, worker_count >= 0")
+        if self.global_batch < 1 or self.variants < 1 or min(self.worker_count, self.read_threads) < 0:
+            raise ConfigError(f"DataConfig {self.name}: global_batch and variants must be >= 1, worker_count and read_threads >= 0")
         if self.layout == POST_TRAINING and self.augment is not None:
             raise ConfigError(f"DataConfig {self.name}: augmentation applies to dialog layouts only")
 

@@ -234,7 +234,7 @@ def sample_dataset(
     items = item_dataset([c.num_records for c in corpora], [s.weight for s in config.corpora], config.seed,
                          process_index, process_count)  # fmt: skip
     records = items.map(_ReadRecord([str(c.root) for c in corpora]))
-    read = grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)
+    read = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=64)
     if config.layout == POST_TRAINING:
         return PackPairsIterDataset(records.to_iter_dataset(read), config.layout_config, ids, config.seed)
     silence = [c.silence_codes for c in corpora]

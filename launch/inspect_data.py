@@ -1,0 +1,69 @@
+"""Show sample N of a stage's data as a frame-by-frame timeline (or JSON).
+
+    python launch/inspect_data.py --config=demo --index 0 [--json] [--all-frames]
+
+NAME is a stage's data config (post1, post2, ft1, ft2, demo; `flmjax.data.config.get_data_config`).
+Every stage reads the demo corpus (data/demo/) unless configured otherwise; corpora given as manifests
+are prepared on first use (random Mimi unless the config names kyutai weights: the codes then only
+show the layout). The timeline shows each frame's text token with its loss class, which audio channel
+carries speech, and the speak channel's loss; --json prints the raw sample:
+{"layout", "text", "speak", "listen", "weights": {"text", "speak"}, "segments"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flmjax.config import ConfigError
+from flmjax.data.config import get_data_config
+from flmjax.data.corpus import CorpusError
+from flmjax.data.pipeline import sample_dataset
+from flmjax.data.prepare import ensure_prepared
+from flmjax.data.records import PreparedCorpusError
+from flmjax.data.text_tokenizer import load_text_tokenizer
+from flmjax.data.timeline import describe_segments, sample_json, timeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo", help="stage data config: post1, post2, ft1, ft2, demo")
+    parser.add_argument("--index", type=int, default=0, help="which sample of the stream (0-based)")
+    parser.add_argument("--json", action="store_true", help="print the raw sample as JSON")
+    parser.add_argument("--all-frames", action="store_true", help="one line per frame, runs of <wait> included")
+    args = parser.parse_args(argv)
+    if args.index < 0:
+        parser.error("--index must be >= 0")
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    try:
+        config = get_data_config(args.config)
+        roots = ensure_prepared(config, progress=not args.json, log=log)
+        samples = iter(sample_dataset(config, roots))
+        for _ in range(args.index):
+            next(samples)
+        laid = next(samples)
+    except (ConfigError, CorpusError, PreparedCorpusError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sample = laid.sample
+    if args.json:
+        print(json.dumps(sample_json(sample)))
+        return 0
+    decode = load_text_tokenizer().decode
+    frames = sample.tokens.shape[0]
+    names = [c.name for c in config.corpora]
+    print(f"config {config.name} ({config.layout}), sample {args.index}: layout {sample.layout}, {frames} frames ({frames / 12.5:.1f} s)")
+    print("made of: " + ", ".join(f"{names[c]}[{r}] (pass {p})" for c, r, p in laid.items))
+    print("segments (raw frames; [start, end)):")
+    print("\n".join(describe_segments(sample, decode)))
+    print("frame        time      text           loss        speak channel             listen channel")
+    print("\n".join(timeline(sample, decode, all_frames=args.all_frames)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
