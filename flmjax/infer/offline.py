@@ -120,14 +120,13 @@ def reply_to_audio(session: Session, pcm: np.ndarray) -> tuple[np.ndarray, str, 
 
     Returns the reply [N] (frame k answers while input frame k is heard; the last partial frame is
     zero-padded on the way in and cut on the way out), the monologue text and per-frame latencies
-    (the frame program is compiled first on a throwaway frame, then the session is reset).
+    (compilation excluded: the session is warmed up first).
     """
     size = session.frame_size
     frames = -(-len(pcm) // size)
     padded = np.zeros(frames * size, np.float32)
     padded[: len(pcm)] = pcm
-    session.step(np.zeros(size, np.float32))
-    session.reset()
+    session.warm_up()
     reply, text = [], []
 
     def one(i: int):

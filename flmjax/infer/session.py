@@ -79,6 +79,11 @@ class Session:
         decoder = self.decoder.reset(self.state.decoder, rows)
         self.state = SessionState(decoder, self.mimi.reset_streams(self.state.mimi, mask))
 
+    def warm_up(self) -> None:
+        """Compile the frame and reset programs (one resting frame changes nothing), then reset every row."""
+        self.step(np.zeros((self.batch_size, self.frame_size), np.float32), np.zeros(self.batch_size, bool))
+        self.reset()
+
     def step(self, pcm: np.ndarray, active: np.ndarray | None = None) -> FrameResult:
         """pcm float [B, 1920] (or [1920] for a batch of one) at 24 kHz -> the reply frame of every stream.
 

@@ -1,0 +1,287 @@
+"""The release's websocket protocol (spec section 5), serving many conversations through one batched decoder.
+
+`GET /api/chat` upgrades to a websocket of binary messages whose first byte is the kind: 0x00 handshake
+(server -> client, once the conversation is ready), 0x01 Ogg/Opus 24 kHz mono audio (both ways), 0x02
+UTF-8 monologue text (server -> client; "\\n" when `<wait>` follows text), 0x05 UTF-8 error (server ->
+client, Moshi's error kind: a malformed message is answered, never fatal). Other kinds are ignored.
+`POST /api/settings` takes the release's sampling names for the next conversations and answers 503 while
+any conversation runs. `GET /` serves the browser client (static/).
+
+Each connection holds one row (slot) of a fixed batch. One frame clock steps every slot that has a
+frame of input in one decoder program; slots without input rest (their state does not move, as in the
+release, which steps only on input). The clock waits at most one frame period for stragglers so
+clients streaming in real time share steps, and runs flat out while every slot has input queued.
+Queues are bounded both ways: a client sending faster than the model runs loses its oldest input, a
+client reading too slowly loses its oldest reply audio, and neither slows anyone else down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import hmac
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import sphn
+from aiohttp import WSMsgType, web
+
+from flmjax.infer.sampling import SamplingSettings, SettingsError
+from flmjax.infer.session import Session
+
+log = logging.getLogger(__name__)
+
+KIND_HANDSHAKE, KIND_AUDIO, KIND_TEXT, KIND_ERROR = 0, 1, 2, 5
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    frame_period_s: float = 0.08  # real time; the clock's longest wait for stragglers
+    max_queued_input_s: float = 60.0  # per connection, audio received but not yet stepped
+    max_unsent_output_s: float = 10.0  # per connection, reply audio not yet taken by the client
+    max_message_bytes: int = 1 << 20
+
+
+class Outbox:
+    """Bounded messages to one client; when full the oldest droppable one (reply audio) goes."""
+
+    def __init__(self, max_droppable: int):
+        self.max_droppable = max_droppable
+        self.items: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self.dropped = 0
+        self.ready = asyncio.Event()
+
+    def put(self, message: bytes, droppable: bool = False) -> None:
+        self.items.append((message, droppable))
+        if droppable and sum(d for _, d in self.items) > self.max_droppable:
+            oldest = next(i for i, (_, d) in enumerate(self.items) if d)
+            del self.items[oldest]
+            self.dropped += 1
+        self.ready.set()
+
+    async def get(self) -> bytes:
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.items.popleft()[0]
+
+
+class Connection:
+    """One client's slot: Opus decoding into 80 ms frames, the bounded queues, Opus encoding of replies."""
+
+    def __init__(self, row: int, settings: SamplingSettings, frame_size: int, sample_rate: int, limits: ServerLimits):
+        frames_per_s = sample_rate / frame_size
+        self.row = row
+        self.settings = settings
+        self.frame_size = frame_size
+        self.sample_rate = sample_rate
+        self.inbox: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, int(limits.max_queued_input_s * frames_per_s)))
+        self.outbox = Outbox(max(1, int(limits.max_unsent_output_s * frames_per_s)))
+        self.reader = sphn.OpusStreamReader(sample_rate)
+        self.writer = sphn.OpusStreamWriter(sample_rate)
+        self.pending = np.zeros(0, np.float32)
+        self.dropped_input = 0
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent_header = False
+
+    def receive_audio(self, payload: bytes) -> int:
+        """Ogg/Opus bytes -> whole frames queued (returned); raises ValueError on bad data."""
+        try:
+            pcm = self.reader.append_bytes(payload)
+        except Exception as e:  # a corrupt stream poisons the reader: start a fresh one
+            self.reader = sphn.OpusStreamReader(self.sample_rate)
+            raise ValueError(f"bad Ogg/Opus audio ({e})") from None
+        self.pending = np.concatenate([self.pending, np.asarray(pcm, np.float32).reshape(-1)])
+        frames = len(self.pending) // self.frame_size
+        for k in range(frames):
+            if len(self.inbox) == self.inbox.maxlen:
+                self.dropped_input += 1
+            self.inbox.append(self.pending[k * self.frame_size : (k + 1) * self.frame_size])
+        self.pending = self.pending[frames * self.frame_size :]
+        return frames
+
+    def send_reply(self, pcm: np.ndarray, text: str) -> None:
+        page = self.writer.append_pcm(pcm)
+        if page:
+            # The first page carries the Ogg/Opus headers: losing it would make the rest undecodable.
+            self.outbox.put(bytes([KIND_AUDIO]) + page, droppable=self.sent_header)
+            self.sent_header = True
+        if text:
+            self.outbox.put(bytes([KIND_TEXT]) + text.encode("utf-8"))
+
+    def send_error(self, message: str) -> None:
+        self.outbox.put(bytes([KIND_ERROR]) + message.encode("utf-8"))
+
+
+class ChatServer:
+    """Serves `session.batch_size` concurrent conversations; build the aiohttp app with `app()`."""
+
+    def __init__(
+        self,
+        session: Session,
+        settings: SamplingSettings = SamplingSettings(),
+        access_token: str | None = None,
+        limits: ServerLimits = ServerLimits(),
+    ):
+        self.session = session
+        self.settings = settings.validate(session.decoder.history)
+        self.access_token = access_token
+        self.limits = limits
+        self.free_rows = list(range(session.batch_size))
+        self.connections: dict[int, Connection] = {}  # row -> connection, joining ones included
+        # Every device call (reset, step) runs on this one thread, in order, off the event loop.
+        self.device = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flmjax-decoder")
+        self.wake: asyncio.Event | None = None
+        self.clock_task: asyncio.Task | None = None
+        self.frames_stepped = 0
+
+    # --- application --------------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.limits.max_message_bytes)
+        app.router.add_get("/api/chat", self.handle_chat)
+        app.router.add_post("/api/settings", self.handle_settings)
+        app.router.add_get("/", self.handle_index)
+        app.router.add_static("/static/", STATIC_DIR)
+        app.on_startup.append(self._start_clock)
+        app.on_cleanup.append(self._stop_clock)
+        return app
+
+    async def _start_clock(self, app: web.Application) -> None:
+        self.wake = asyncio.Event()
+        self.clock_task = asyncio.create_task(self._clock())
+
+    async def _stop_clock(self, app: web.Application) -> None:
+        if self.clock_task:
+            self.clock_task.cancel()
+            await asyncio.gather(self.clock_task, return_exceptions=True)
+        self.device.shutdown(wait=True)
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.access_token is None:
+            return True
+        given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return hmac.compare_digest(given.encode(), self.access_token.encode())
+
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def handle_settings(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "missing or wrong access token"}, status=401)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "Invalid JSON"}, status=400)
+        if self.connections:
+            return web.json_response({"error": "Server is busy, please try again later."}, status=503)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "settings must be a JSON object"}, status=400)
+        try:
+            self.settings = self.settings.updated(body).validate(self.session.decoder.history)
+        except SettingsError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        log.info("settings for the next conversations: %s", self.settings)
+        return web.json_response({"status": "success"})
+
+    # --- one conversation ---------------------------------------------------------------------------------
+    async def handle_chat(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return web.json_response({"error": "missing or wrong access token"}, status=401)
+        if not self.free_rows:
+            return web.json_response({"error": f"all {self.session.batch_size} conversation slots are busy"}, status=503)
+        row = self.free_rows.pop(0)
+        conn = Connection(row, self.settings, self.session.frame_size, self.session.sample_rate, self.limits)
+        self.connections[row] = conn
+        ws = web.WebSocketResponse(max_msg_size=self.limits.max_message_bytes)
+        sender = None
+        try:
+            await ws.prepare(request)
+            self.wake.set()  # the clock resets the row, then marks the connection ready
+            await conn.ready
+            conn.outbox.put(bytes([KIND_HANDSHAKE]))
+            sender = asyncio.create_task(self._send_loop(ws, conn))
+            log.info("slot %d: conversation started", row)
+            await self._receive_loop(ws, conn)
+        finally:
+            del self.connections[row]
+            self.free_rows.append(row)
+            if sender:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+            log.info("slot %d: closed (%d input frames and %d reply frames dropped)", row, conn.dropped_input, conn.outbox.dropped)
+        return ws
+
+    async def _receive_loop(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+        async for message in ws:
+            if message.type != WSMsgType.BINARY:
+                if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    return
+                conn.send_error("expected binary messages (kind byte + payload)")
+                continue
+            data: bytes = message.data
+            if not data:
+                conn.send_error("empty message")
+            elif data[0] == KIND_AUDIO:
+                try:
+                    if conn.receive_audio(data[1:]):
+                        self.wake.set()
+                except ValueError as e:
+                    conn.send_error(str(e))
+            else:
+                log.debug("slot %d: ignoring message kind %d", conn.row, data[0])
+
+    async def _send_loop(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+        while not ws.closed:
+            message = await conn.outbox.get()
+            try:
+                await ws.send_bytes(message)
+            except ConnectionError:
+                return
+
+    # --- the frame clock ----------------------------------------------------------------------------------
+    async def _clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_step = -float("inf")
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            joining = {r: c for r, c in self.connections.items() if not c.ready.done()}
+            if joining:
+                rows = {r: c.settings for r, c in joining.items()}
+                await loop.run_in_executor(self.device, self.session.reset, rows)
+                for c in joining.values():
+                    c.ready.set_result(None)
+            if not any(c.inbox for c in self.connections.values()):
+                continue
+            # Give real-time clients until one frame period after the last step to deliver their frame.
+            while not all(c.inbox for c in self.connections.values() if c.ready.done()):
+                remaining = last_step + self.limits.frame_period_s - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self.wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                self.wake.clear()
+            await self._step(loop)
+            last_step = loop.time()
+            if any(c.inbox for c in self.connections.values()) or any(not c.ready.done() for c in self.connections.values()):
+                self.wake.set()
+
+    async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
+        stepping = [c for c in self.connections.values() if c.ready.done() and c.inbox]
+        pcm = np.zeros((self.session.batch_size, self.session.frame_size), np.float32)
+        active = np.zeros(self.session.batch_size, bool)
+        for c in stepping:
+            pcm[c.row] = c.inbox.popleft()
+            active[c.row] = True
+        result = await loop.run_in_executor(self.device, self.session.step, pcm, active)
+        self.frames_stepped += 1
+        for c in stepping:
+            if self.connections.get(c.row) is c and result.valid[c.row]:  # still connected
+                c.send_reply(result.pcm[c.row], result.text[c.row])
