@@ -7,7 +7,11 @@ batching) in this process (worker_count 0). The reference beside each number: a 
 256 takes seconds, so one host must produce well over 10 samples/s; grain workers multiply the figure
 by about the number of cores given to them.
 
-    python launch/bench_data.py [--batches 8] [--batch 16]
+    python launch/bench_data.py [--batches 8] [--batch 16] [--mimi-minutes 1]
+
+With --mimi-minutes M it also times preparation's Mimi encoding (random weights, the same cost as
+kyutai's) of M minutes of audio on this machine's CPU cores: the price of each pre-encoded augmented
+variant of the SFT dialogs (docs/data.md, "Augmentation").
 """
 
 from __future__ import annotations
@@ -67,12 +71,34 @@ def timed(config, roots, batches: int) -> float:
     return batches * config.global_batch / (time.perf_counter() - start)
 
 
+def mimi_seconds_per_minute(minutes: float, rng: np.random.Generator) -> tuple[float, float]:
+    """(compile + first batch seconds, steady seconds per minute of audio) of `encode_batched`."""
+    from flmjax.data.prepare import ENCODE_BATCH, encode_batched
+    from flmjax.mimi import Mimi
+
+    mimi = Mimi.random(seed=0)
+    clip = lambda seconds: (0.1 * rng.standard_normal(int(seconds * 24_000))).astype(np.float32)  # noqa: E731
+    start = time.perf_counter()
+    encode_batched(mimi, [clip(2.0)] * ENCODE_BATCH)
+    warm = time.perf_counter() - start
+    clips = [clip(minutes * 60 / ENCODE_BATCH)] * ENCODE_BATCH
+    start = time.perf_counter()
+    encode_batched(mimi, clips)
+    return warm, (time.perf_counter() - start) / minutes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16, help="samples per batch (the host's share)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mimi-minutes", type=float, default=0.0, help="also time Mimi encoding of this much audio")
     args = parser.parse_args()
+    if args.mimi_minutes > 0:  # before pinning: encoding uses every core it is given
+        warm, per_minute = mimi_seconds_per_minute(args.mimi_minutes, np.random.default_rng(args.seed))
+        cores = len(os.sched_getaffinity(0))
+        print(f"Mimi encode ({cores} CPU cores, batch 8): {per_minute:.1f} s per minute of audio "
+              f"({60 / per_minute:.1f}x real time); compile + first batch {warm:.1f} s")
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: the number is per core
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

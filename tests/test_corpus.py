@@ -1,5 +1,6 @@
 """Corpus formats: JSONL manifests (the demo corpus and broken entries) and TFDS datasets on disk."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -77,9 +78,9 @@ def test_broken_entries_are_reported_by_line_and_the_rest_kept(tmp_path):
 SPEECH = [(16000 * 2, "hello world"), (8000, "a short one"), (24000, "the third example")]
 
 
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-    """A tiny LibriSpeech-like TFDS dataset (int16 Audio feature at 16 kHz), built on disk here."""
+@functools.cache
+def _tiny_speech_builder():
+    """The builder class, defined once (TFDS registers builders by name)."""
     import tensorflow_datasets as tfds
 
     class TinySpeech(tfds.core.GeneratorBasedBuilder):
@@ -102,8 +103,18 @@ def tfds_dir(tmp_path_factory):
                 wave = (np.sin(np.arange(n) * 0.05 * (i + 1)) * 8000).astype(np.int16)
                 yield f"k{i}", {"speech": wave, "text": text, "id": f"utt{i}"}
 
+    return TinySpeech
+
+
+def build_tiny_tfds(data_dir) -> None:
+    """A tiny LibriSpeech-like TFDS dataset (int16 Audio feature at 16 kHz) built in `data_dir`."""
+    _tiny_speech_builder()(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
-    TinySpeech(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    build_tiny_tfds(data_dir)
     return data_dir
 
 

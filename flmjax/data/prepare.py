@@ -60,19 +60,25 @@ class PrepareOptions:
     seed: int = 0
     shard_size: int = 64  # entries per shard
 
-    def fingerprint(self) -> dict[str, Any]:
+    def fingerprint(self, kind: str) -> dict[str, Any]:
+        """The settings records of `kind` ("speech" or "dialogs") depend on."""
         lc = self.layout_config
-        return {
+        common = {
+            "kind": kind,
             "mimi": self.mimi_name,
             "tokenizer": "qwen2.5+flm-specials",
             "lead_frames": lc.lead_frames,  # the transcript-length check and dialog plans
+            "shard_size": self.shard_size,
+        }
+        if kind == "speech":
+            return common
+        return common | {
             "layout": self.layout,
             "variants": self.variants,
             "augment": dataclasses.asdict(self.augment) if self.augment else None,
-            "plan": [lc.interruption_prob, lc.reaction_s] if self.layout else None,
+            "plan": [lc.interruption_prob, lc.reaction_s],
             "noise_dir": self.noise_dir,
             "seed": self.seed,
-            "shard_size": self.shard_size,
         }
 
     @classmethod
@@ -408,7 +414,7 @@ def prepare_corpus(
     if kind == "dialogs" and opts.layout not in layouts.DIALOG_LAYOUTS:
         raise CorpusError(f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}")
     mimi = mimi if mimi is not None else LazyMimi(opts.mimi_name, log)
-    settings = dict(opts.fingerprint(), kind=kind)
+    settings = opts.fingerprint(kind)
     num_shards = max(1, math.ceil(len(entries) / opts.shard_size))
     spans = [range(s * opts.shard_size, min(len(entries), (s + 1) * opts.shard_size)) for s in range(num_shards)]
     prints = [_shard_fingerprint(settings, [entries[i] for i in span]) for span in spans]
@@ -458,8 +464,9 @@ def prepare_corpus(
         "layout": opts.layout if kind == "dialogs" else None,
         "variants": opts.variants if kind == "dialogs" else 1,
         "errors": len(all_errors),
-        "silence_codes": previous["silence_codes"] if same else silence_codes(mimi).tolist(),
     }
+    if total:  # what layouts put on an audio channel nobody speaks on (dialogs)
+        index["silence_codes"] = previous["silence_codes"] if same else silence_codes(mimi).tolist()
     records.write_index(out, index)
     return PrepareReport(out, kind, total, len(todo), num_shards - len(todo), all_errors, seconds, time.time() - t0)
 
@@ -485,7 +492,7 @@ def corpus_roots(config: DataConfig) -> list[Path]:
     """The prepared folder of each of a config's corpora: its `prepared`, else a cache folder named by
     the preparation settings (so a changed setting prepares afresh instead of reusing stale records)."""
     roots = []
-    fingerprint = PrepareOptions.for_data_config(config).fingerprint()
+    fingerprint = PrepareOptions.for_data_config(config).fingerprint("dialogs" if config.is_dialog else "speech")
     for spec in config.corpora:
         if spec.prepared is not None:
             roots.append(Path(spec.prepared))
@@ -496,7 +503,9 @@ def corpus_roots(config: DataConfig) -> list[Path]:
     return roots
 
 
-def ensure_prepared(config: DataConfig, progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+def ensure_prepared(
+    config: DataConfig, progress: bool = True, log: Callable[[str], None] = print, workers: int = 2
+) -> list[Path]:
     """Prepare every corpus of `config` given as a manifest whose cache folder is not finished yet."""
     roots = corpus_roots(config)
     opts = PrepareOptions.for_data_config(config)
@@ -505,7 +514,7 @@ def ensure_prepared(config: DataConfig, progress: bool = True, log: Callable[[st
         if spec.prepared is not None or (root / records.INDEX).exists():
             continue
         log(f"preparing {spec.name} from {spec.manifest} into {root} (first use)")
-        report = prepare_corpus(spec.manifest, root, opts, mimi=mimi, progress=progress, log=log)
+        report = prepare_corpus(spec.manifest, root, opts, mimi=mimi, workers=workers, progress=progress, log=log)
         for e in report.errors:
             log(f"  skipped: {e}")
         if report.failed:
