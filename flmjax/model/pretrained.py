@@ -53,7 +53,8 @@ class FLMAudio:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **runtime: Any) -> "FLMAudio":
-        """Load an HF-layout directory (the release's, or one `save_pretrained` wrote).
+        """Load an HF-layout directory (the release's, or one `save_pretrained` wrote), or a checkpoint
+        flmjax's trainer wrote (its run directory, for the newest step, or one step directory).
 
         `dtype` is both the compute dtype and the dtype parameters are held in (pass `param_dtype` to
         hold them differently, e.g. fp32 master weights with bf16 compute). Other keyword arguments set
@@ -62,6 +63,11 @@ class FLMAudio:
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no such checkpoint directory")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            from flmjax.train.checkpoint import is_trainer_checkpoint, load_params_for_inference
+
+            if is_trainer_checkpoint(path):
+                return cls(*load_params_for_inference(path, dtype, **runtime))
         runtime.setdefault("param_dtype", dtype)
         config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype, **runtime)
         host = load_hf_params(path, config, abstract_params(config), np.dtype(jnp.dtype(config.param_dtype)))

@@ -1,0 +1,124 @@
+"""What a run reports: model FLOPs per step and MFU, `metrics.jsonl`, TensorBoard and the progress bar.
+
+Only process 0 writes. A logged line of `metrics.jsonl` is one JSON object: `step`, `loss`, every term,
+accuracy and token count of `finalize_loss`, `grad_norm`, `lr`, `tokens_per_s` (tokens = backbone
+columns, i.e. frames: one per 80 ms, each carrying 17 streams), `step_s`, and `mfu` where the device's
+peak is known. Evaluations are lines of their own whose keys start with `eval_`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from flmjax.config import ModelConfig
+
+# Dense bf16 peak FLOP/s per device, by a substring of `device_kind` (first match wins).
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+    ("TPU v6", 918e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v5", 459e12),  # v5p
+    ("TPU v4", 275e12),
+)
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float | None:
+    """The bf16 peak of a device (per chip), or None when unknown (e.g. CPU)."""
+    kind = (device or jax.devices()[0]).device_kind
+    return next((peak for name, peak in PEAK_BF16_FLOPS if name.lower() in kind.lower()), None)
+
+
+def model_flops_per_step(config: ModelConfig, batch: int, columns: int) -> float:
+    """Training FLOPs of one step on `batch` sequences of `columns` model columns (T): 3x the forward
+    pass's matmul FLOPs (backward = 2x forward), rematerialisation not counted (model FLOPs, as for
+    MFU). Causal attention counts the average context, (T + 1) / 2 keys per query."""
+    e, h, kv, d, f = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim, config.intermediate_size
+    dep = config.depformer
+    k, a = config.num_codebooks, config.audio_vocab_size
+    context = (columns + 1) / 2
+    layer = 2 * (e * h * d + 2 * e * kv * d + h * d * e + 3 * e * f) + 2 * 2 * h * d * context
+    backbone = config.num_layers * layer + 2 * e * config.vocab_size  # + the text head
+    dep_context = (k + 1) / 2
+    dep_layer = 2 * (4 * dep.dim * dep.dim + 3 * dep.dim * dep.mlp_dim) + 2 * 2 * dep.dim * dep_context
+    depformer = 2 * e * k * dep.dim + k * (dep.num_layers * dep_layer + 2 * dep.dim * a)
+    return 3.0 * batch * columns * (backbone + depformer)
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+
+class MetricsLogger:
+    """metrics.jsonl + TensorBoard in the run directory (process 0 only)."""
+
+    def __init__(self, run_dir: str, tensorboard: bool):
+        self.enabled = jax.process_index() == 0
+        self._jsonl = None
+        self._tb = None
+        if not self.enabled:
+            return
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self._jsonl = open(self.path, "a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+    def log(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> dict[str, float]:
+        """Write one line (keys prefixed `eval_` for split "eval") and the TensorBoard scalars `split/name`."""
+        values = _scalars(metrics)
+        if self.enabled:
+            prefix = "" if split == "train" else f"{split}_"
+            self._jsonl.write(json.dumps({"step": step, **{prefix + k: v for k, v in values.items()}}) + "\n")
+            self._jsonl.flush()
+            if self._tb is not None:
+                for name, value in values.items():
+                    self._tb.add_scalar(f"{split}/{name}", value, step)
+        return values
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Throughput:
+    """Tokens/s, seconds per step and MFU over the steps since the last report."""
+
+    def __init__(self, flops_per_step: float, tokens_per_step: int, peak_flops: float | None, num_devices: int):
+        self.flops_per_step = flops_per_step
+        self.tokens_per_step = tokens_per_step
+        self.peak = peak_flops * num_devices if peak_flops else None
+        self._since = time.perf_counter()
+        self._steps = 0
+
+    def restart(self) -> None:
+        """Start timing afresh (after the first, compiling, step)."""
+        self._since = time.perf_counter()
+        self._steps = 0
+
+    def step(self) -> None:
+        self._steps += 1
+
+    def report(self) -> dict[str, float]:
+        if self._steps == 0:
+            return {}
+        seconds = (time.perf_counter() - self._since) / self._steps
+        out = {"step_s": seconds, "tokens_per_s": self.tokens_per_step / seconds}
+        if self.peak:
+            out["mfu"] = self.flops_per_step / seconds / self.peak
+        self.restart()
+        return out

@@ -1,0 +1,177 @@
+"""Wire one stage: distributed runtime -> mesh -> abstract model -> optimizer -> checkpoint manager ->
+data iterator -> train state (restored or initialised) -> compiled steps. The loop only loops."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from flmjax.config import ConfigError, ModelConfig
+from flmjax.data.config import DEMO_DIR
+from flmjax.interop.hf import load_hf_params
+from flmjax.interop.qwen import load_qwen_lm
+from flmjax.model.pretrained import abstract_params
+from flmjax.sharding import make_mesh
+from flmjax.train import checkpoint as ckpt
+from flmjax.train.config import TrainConfig
+from flmjax.train.data import StageData, open_stage_data
+from flmjax.train.optimizer import LearningRateSchedule, learning_rate_schedule, make_optimizer
+from flmjax.train.state import (
+    TrainState,
+    abstract_state,
+    batch_sharding,
+    random_state,
+    replicated,
+    state_from_params,
+)
+from flmjax.train.step import Batch, jit_train_step, make_eval_step, make_train_step
+
+
+class SetupError(ValueError):
+    """A stage that cannot start: nothing to start from, missing data or paths. One line for the user."""
+
+
+@dataclasses.dataclass
+class Stage:
+    config: TrainConfig
+    model: ModelConfig
+    mesh: Mesh
+    total_steps: int
+    schedule: LearningRateSchedule
+    state: TrainState
+    start_step: int
+    source: str  # where the state came from, for the user
+    train_step: Callable
+    eval_step: Callable
+    data: StageData
+    checkpoints: ckpt.RunCheckpoints
+
+
+def initialize_distributed(config: TrainConfig) -> None:
+    """Multi-host runs: `distributed=True` or JAX's coordinator variables (JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES, JAX_PROCESS_ID), or a cluster JAX detects (TPU pods, SLURM)."""
+    if (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")) and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def enable_compile_cache(config: TrainConfig) -> None:
+    """Reuse compiled programs across restarts and chained stages (the step does not depend on the stage)."""
+    if config.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(config.run_root, "jax_cache")))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def check_can_start(config: TrainConfig) -> None:
+    """Fail at once, in one line, when a stage has no state to start from or no real data."""
+    run_dir = Path(config.resolved_run_dir)
+    if ckpt.is_trainer_checkpoint(run_dir):
+        return  # resuming this run
+    init = config.init
+    for field in ("state_from", "params_from", "qwen_from"):
+        path = getattr(init, field)
+        if path and not os.path.exists(path):
+            raise SetupError(f"{config.stage}: init.{field}={path} does not exist")
+    problems = []
+    if not (init.state_from or init.params_from or init.qwen_from or init.random_ok):
+        if config.stage == "post1":
+            problems.append("the Qwen2.5-VL (or Qwen2.5) weights to start from: --init.qwen_from=HF_DIR")
+        else:
+            problems.append("the previous stage's checkpoint: --init.params_from=RUN_DIR_OR_EXPORT")
+    demo = [c.name for c in config.data.corpora if c.manifest and Path(c.manifest).resolve().is_relative_to(DEMO_DIR)]
+    if demo and config.model.name != "demo":
+        problems.append(f"its corpora (they are the demo corpus now): --data.corpora='({{\"name\": ..., \"prepared\": DIR}},)'")
+    if problems:
+        raise SetupError(f"{config.stage} needs " + " and ".join(problems))
+
+
+def _initial_state(
+    config: TrainConfig,
+    model: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    target: TrainState,
+    checkpoints: ckpt.RunCheckpoints,
+    data: StageData,
+) -> tuple[TrainState, str]:
+    """The restore order: this run's latest checkpoint, a full state, parameters only, Qwen, random."""
+    init = config.init
+    if checkpoints.latest_step() is not None:
+        return checkpoints.restore_latest(target, data.train), f"resumed {checkpoints.directory}/{checkpoints.latest_step()}"
+    if init.state_from:
+        ckpt.check_same_model(init.state_from, ckpt.model_config_of(init.state_from), model)
+        return ckpt.restore_state(init.state_from, target, data.train), f"full state from {init.state_from}"
+    if init.params_from:
+        return state_from_params(_load_params(init.params_from, model, target.params), model, optimizer, mesh), (
+            f"parameters from {init.params_from}"
+        )
+    state = random_state(model, optimizer, mesh, init.seed)
+    if init.qwen_from:  # the LM from Qwen, the audio tables and depformer fresh (AdamW's state is zeros either way)
+        state = state.replace(params=load_qwen_lm(init.qwen_from, model, state.params))
+        return state, f"Qwen LM weights from {init.qwen_from} (audio tables and depformer: seed {init.seed})"
+    return state, f"random parameters (seed {init.seed})"
+
+
+def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
+    """Parameters of a trainer checkpoint (onto the mesh directly) or of an HF-layout export (via host)."""
+    if ckpt.is_trainer_checkpoint(path):
+        ckpt.check_same_model(path, ckpt.model_config_of(path), model)
+        return ckpt.restore_params(path, target)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SetupError(f"init.params_from={path}: neither an flmjax checkpoint nor an HF-layout directory")
+    ckpt.check_same_model(path, ModelConfig.from_json_file(os.path.join(path, "config.json")), model)
+    return load_hf_params(path, model, abstract_params(model), np.dtype(model.param_dtype))
+
+
+def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
+    """Everything a stage's loop needs. `data` replaces the stage's configured pipeline (tests)."""
+    initialize_distributed(config)
+    enable_compile_cache(config)
+    model = config.model.build()
+    if data is None:
+        check_can_start(config)
+        data = open_stage_data(config, model.tokens)
+    m = config.mesh
+    try:
+        mesh = make_mesh(m.data, m.fsdp, m.tensor)
+    except ValueError as e:
+        raise ConfigError(f"mesh: {e}") from None
+    total = config.total_steps(data.samples_per_epoch)
+    schedule = learning_rate_schedule(config.optimizer, total)
+    optimizer = make_optimizer(config.optimizer)
+    checkpoints = ckpt.RunCheckpoints(config.resolved_run_dir, config.checkpoint, model, config.stage)
+    target = abstract_state(model, optimizer, mesh)
+    state, source = _initial_state(config, model, optimizer, mesh, target, checkpoints, data)
+    shardings = jax.tree_util.tree_map(lambda a: a.sharding, target)
+    step_fn = make_train_step(model, optimizer, config.loss, config.micro_batches, mesh)
+    return Stage(
+        config=config,
+        model=model,
+        mesh=mesh,
+        total_steps=total,
+        schedule=schedule,
+        state=state,
+        start_step=int(jax.device_get(state.step)),
+        source=source,
+        train_step=jit_train_step(step_fn, shardings, mesh),
+        eval_step=make_eval_step(model, shardings.params, mesh),
+        data=data,
+        checkpoints=checkpoints,
+    )
+
+
+def learning_rate(stage: Stage, step: int) -> jax.Array:
+    """The rate of the update made at `step`, as a replicated device scalar (one value on every host)."""
+    return jax.device_put(np.float32(stage.schedule(step)), replicated(stage.mesh))
+
+
+def global_batch(stage: Stage, host_batch: Batch) -> Batch:
+    """This host's share -> one global array per field, split over the mesh's batch axes."""
+    sharding = batch_sharding(stage.mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in host_batch.items()}

@@ -1,0 +1,46 @@
+"""Synthetic training batches with the data pipeline's interface, for trainer tests.
+
+Samples are delayed columns like the real pipeline's ({"tokens": int32 [T+1, 17], "weights": float32
+[T+1, 17]}): learnable patterns (a text run, `<wait>`, speak codes that repeat with the text) so a
+loss can fall in a few steps, and zero weight on the listen streams and on padding. The Grain iterator
+is checkpointable (`get_state`/`set_state`), so kill-and-resume tests see the real restore path.
+"""
+
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from flmjax.config import ModelConfig
+from flmjax.tokens import delay_streams
+
+
+def synthetic_sample(config: ModelConfig, frames: int, index: int, seed: int = 0) -> dict[str, np.ndarray]:
+    ids = config.tokens
+    rng = np.random.default_rng([seed, index])
+    k = ids.num_codebooks
+    raw = np.empty((frames, ids.num_streams), np.int32)
+    motif = rng.integers(0, 8, size=4)
+    text = np.where(np.arange(frames) % 3 == 0, ids.text_wait, motif[np.arange(frames) % 4] * 7)
+    raw[:, 0] = text
+    raw[:, 1 : 1 + k] = (text[:, None] * 13 + np.arange(k)[None, :] * 5) % ids.codebook_size
+    raw[:, 1 + k :] = rng.integers(0, ids.codebook_size, size=(frames, k))
+    raw[0] = ids.initial_column  # the decoder's initial frame, as the layouts place it
+    weights = np.zeros(raw.shape, np.float32)
+    used = frames - int(rng.integers(0, frames // 4 + 1))  # some padding frames carry no loss
+    weights[1:used, : 1 + k] = 1.0
+    return {"tokens": delay_streams(raw, ids), "weights": delay_streams(weights, ids, fill=np.zeros(ids.num_streams))}
+
+
+def synthetic_dataset(config: ModelConfig, frames: int, num_samples: int, seed: int = 0) -> grain.MapDataset:
+    """`num_samples` samples of `frames` raw frames (so T + 1 = frames + 1 delayed columns)."""
+    return grain.MapDataset.range(num_samples).map(lambda i: synthetic_sample(config, frames, int(i), seed))
+
+
+def synthetic_batches(
+    config: ModelConfig, frames: int, num_samples: int, batch: int, seed: int = 0, shard: tuple[int, int] = (0, 1)
+) -> grain.DatasetIterator:
+    """Shuffled, repeated per-host batches of `batch` samples; this host takes every `shard[1]`-th sample."""
+    index, count = shard
+    ds = synthetic_dataset(config, frames, num_samples, seed)[index::count]
+    return ds.shuffle(seed=seed).repeat().batch(batch, drop_remainder=True).to_iter_dataset().__iter__()
