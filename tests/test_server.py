@@ -10,8 +10,7 @@ import sphn
 
 from flmjax.infer.sampling import SamplingSettings
 from flmjax.infer.server import ChatServer, Outbox
-from flmjax.infer.session import Session
-from tests.infer_helpers import serving, small_mimi, speech_like, tiny_model
+from tests.infer_helpers import serving, shared_session, speech_like
 
 SLOTS = 8
 TIMEOUT = 120
@@ -19,9 +18,7 @@ TIMEOUT = 120
 
 @pytest.fixture(scope="module")
 def session():
-    s = Session(tiny_model(), small_mimi(), batch_size=SLOTS, window=64)
-    s.warm_up()
-    return s
+    return shared_session(SLOTS)
 
 
 @pytest.fixture
