@@ -6,8 +6,8 @@ const KIND = { handshake: 0, audio: 1, text: 2, error: 5 };
 
 // What the page has done so far (read by tests through the DevTools protocol).
 const stats = (window.flmStats = {
-  state: "idle", handshake: false, pagesSent: 0, audioMessages: 0, samplesDecoded: 0,
-  samplesScheduled: 0, text: "", errors: [],
+  state: "idle", handshake: false, pagesSent: 0, audioMessages: 0, secondsDecoded: 0,
+  text: "", errors: [],
 });
 
 const button = document.getElementById("toggle");
@@ -28,6 +28,7 @@ function fail(message) {
 
 class Conversation {
   async start() {
+    stats.handshake = false;
     if (typeof AudioEncoder === "undefined" || typeof AudioDecoder === "undefined") {
       throw new Error("this browser lacks WebCodecs audio (AudioEncoder/AudioDecoder)");
     }
@@ -106,13 +107,11 @@ class Conversation {
         this.playhead = Math.max(this.playhead, this.context.currentTime + 0.08);
         source.start(this.playhead);
         this.playhead += buffer.duration;
-        stats.samplesDecoded += samples.length;
-        stats.samplesScheduled += samples.length;
+        stats.secondsDecoded += buffer.duration;
       },
       error: (e) => fail(e),
     });
     this.decoder.configure({ codec: "opus", sampleRate: SAMPLE_RATE, numberOfChannels: 1 });
-    this.decodedTime = 0;
   }
 
   send(kind, payload) {
@@ -133,8 +132,8 @@ class Conversation {
         stats.audioMessages += 1;
         for (const packet of this.reader.push(payload)) {
           if (isOpusHeader(packet)) continue;
-          this.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: this.decodedTime, data: packet }));
-          this.decodedTime += 20000;
+          // Every Opus packet decodes on its own; the output is played in arrival order.
+          this.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: 0, data: packet }));
         }
         break;
       case KIND.text: {
