@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 from grain.experimental import index_shuffle
 
@@ -254,6 +255,9 @@ def batch_dataset(
     ds = sample_dataset(config, roots, process_index, process_count, ids).map(_DelayedArrays(ids))
     ds = ds.batch(batch, drop_remainder=True)
     if config.worker_count > 0:
+        # Grain's worker processes read absl flags (grain 0.2.18 even outside absl programs): use defaults.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size)
         )
