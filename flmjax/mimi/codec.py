@@ -27,6 +27,7 @@ class Mimi:
     """
 
     def __init__(self, params: Params, n_q: int = 8, config: MimiConfig = MimiConfig()) -> None:
+        """`params` as built by `from_pretrained` / `random` for the same `n_q` (its codebooks)."""
         if not config.n_q_semantic <= n_q <= config.total_codebooks:
             raise ValueError(f"n_q must be between {config.n_q_semantic} and {config.total_codebooks}, got {n_q}")
         self.params = params
@@ -48,16 +49,16 @@ class Mimi:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, n_q: int = 8, config: MimiConfig = MimiConfig()) -> Mimi:
         """Load a kyutai Mimi safetensors file (`tokenizer-e351c8d8-checkpoint125.safetensors`)."""
-        return cls(weights.load_kyutai(path, config), n_q, config)
+        return cls(weights.load_kyutai(path, config, n_q), n_q, config)
 
     @classmethod
     def random(cls, seed: int = 0, n_q: int = 8, config: MimiConfig = MimiConfig()) -> Mimi:
         """Random weights (codebooks included, so codes vary with the audio): for tests and demos."""
-        return cls(weights.random_params(config, seed), n_q, config)
+        return cls(weights.random_params(config, n_q, seed), n_q, config)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write the weights as a kyutai-named safetensors file (all stored codebooks)."""
-        weights.save_kyutai(self.params, path, self.config)
+        """Write the weights as a kyutai-named safetensors file (with the n_q codebooks in use)."""
+        weights.save_kyutai(self.params, path, self.config, self.n_q)
 
     # --- numbers ---------------------------------------------------------------------------------------
 

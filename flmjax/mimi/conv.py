@@ -69,14 +69,13 @@ class CausalConv1d(nn.Module):
 
 
 class CausalConvTranspose1d(nn.Module):
-    """Transposed conv (upsampling by `stride`) whose overhanging tail is carried to the next call.
+    """Transposed conv upsampling by `stride` with kernel 2 * stride, its overhang carried to the next call.
 
-    Input step t writes `kernel_size` outputs starting at t * stride; each call returns `T * stride` steps
-    and keeps the last `kernel_size - stride` partial sums (bias removed) to add to the next call's head.
-    Non-streaming, this equals PyTorch's ConvTranspose1d with the right `kernel_size - stride` trimmed.
-    Computed as one matmul per input step plus an overlap-add (kernel_size must be a multiple of stride).
-    `depthwise` makes it channel-wise (groups = channels): kernel [kernel_size, channels];
-    otherwise kernel [in_features, kernel_size, features].
+    Input step t writes 2 * stride outputs from t * stride: a head (its own output block) and a tail (the
+    next block). Each call returns `T * stride` steps and keeps the last tail (bias removed) for the next
+    call's head; non-streaming, this equals PyTorch's ConvTranspose1d with the right `stride` trimmed.
+    Computed as one matmul per input step plus a shifted add. `depthwise` makes it channel-wise
+    (groups = channels): kernel [kernel_size, channels]; otherwise kernel [in_features, kernel_size, features].
     """
 
     in_features: int
@@ -91,24 +90,18 @@ class CausalConvTranspose1d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, state: State) -> tuple[jax.Array, State]:
-        if self.kernel_size % self.stride:
-            raise ValueError(f"{self.name}: kernel {self.kernel_size} is not a multiple of the stride {self.stride}")
+        if self.kernel_size != 2 * self.stride:
+            raise ValueError(f"{self.name}: kernel {self.kernel_size} must be twice the stride {self.stride}")
         batch, steps, _ = x.shape
         if self.depthwise:
             kernel = self.param("kernel", UNSET, (self.kernel_size, self.features))
             taps = x[:, :, None, :] * kernel  # [B, T, K, C]
         else:
             kernel = self.param("kernel", UNSET, (self.in_features, self.kernel_size, self.features))
-            taps = x @ kernel.reshape(self.in_features, -1)
-        # Overlap-add: tap block j of input step t lands on output block t + j.
-        blocks = self.kernel_size // self.stride
-        taps = taps.reshape(batch, steps, blocks, self.stride, self.features)
-        y = sum(
-            jnp.pad(taps[:, :, j], ((0, 0), (j, blocks - 1 - j), (0, 0), (0, 0))) for j in range(blocks)
-        ).reshape(batch, (steps + blocks - 1) * self.stride, self.features)
-        tail = self.kernel_size - self.stride
-        y = y.at[:, :tail].add(state["partial"])
-        out, partial = y[:, : steps * self.stride], y[:, steps * self.stride :]
+            taps = (x @ kernel.reshape(self.in_features, -1)).reshape(batch, steps, self.kernel_size, self.features)
+        head, tail = taps[:, :, : self.stride], taps[:, :, self.stride :]
+        carried = jnp.concatenate([state["partial"][:, None], tail[:, :-1]], axis=1)  # tails of steps t - 1
+        y = (head + carried).reshape(batch, steps * self.stride, self.features)
         if self.use_bias:
-            out = out + self.param("bias", UNSET, (self.features,))
-        return out, {"partial": partial}
+            y = y + self.param("bias", UNSET, (self.features,))
+        return y, {"partial": tail[:, -1]}

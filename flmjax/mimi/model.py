@@ -99,5 +99,5 @@ class MimiModel(nn.Module):
         return new_state, x.transpose(0, 2, 1)
 
     def initialize(self, pcm: jax.Array) -> jax.Array:
-        """Touches every parameter (for `init`): encode then decode, with every codebook active."""
+        """Touches every parameter (for `init`, which only serves to list their shapes)."""
         return self.decode(self.encode(pcm))

@@ -16,24 +16,24 @@ from flmjax.mimi.conv import UNSET
 
 
 class ResidualVQ(nn.Module):
-    """One branch: `stored` codebooks [stored, codebook_size, codebook_dim], the first `active` used."""
+    """One branch of `num_codebooks` codebooks, each [codebook_size, codebook_dim] (its own parameter,
+    so that no step copies a slice out of a stacked array)."""
 
     config: MimiConfig
-    stored: int
-    active: int
+    num_codebooks: int
 
     def setup(self) -> None:
         c = self.config
         self.input_proj = self.param("input_proj", UNSET, (c.dimension, c.codebook_dim))
         self.output_proj = self.param("output_proj", UNSET, (c.codebook_dim, c.dimension))
-        self.codebooks = self.param("codebooks", UNSET, (self.stored, c.codebook_size, c.codebook_dim))
+        shape = (c.codebook_size, c.codebook_dim)
+        self.codebooks = [self.param(f"codebook_{i}", UNSET, shape) for i in range(self.num_codebooks)]
 
     def encode(self, latent: jax.Array) -> jax.Array:
-        """[B, T, dimension] -> codes [B, T, active] (int32)."""
+        """[B, T, dimension] -> codes [B, T, num_codebooks] (int32)."""
         residual = latent @ self.input_proj
         codes = []
-        for i in range(self.active):
-            codebook = self.codebooks[i]
+        for codebook in self.codebooks:
             # argmin |r - e|^2 = argmin |e|^2 - 2 r.e (|r|^2 is the same for every entry)
             distance = jnp.sum(codebook**2, axis=-1) - 2 * residual @ codebook.T
             code = jnp.argmin(distance, axis=-1).astype(jnp.int32)
@@ -42,23 +42,22 @@ class ResidualVQ(nn.Module):
         return jnp.stack(codes, axis=-1)
 
     def decode(self, codes: jax.Array) -> jax.Array:
-        """codes [B, T, active] -> [B, T, dimension]."""
-        quantized = sum(self.codebooks[i][codes[..., i]] for i in range(self.active))
+        """codes [B, T, num_codebooks] -> [B, T, dimension]."""
+        quantized = sum(codebook[codes[..., i]] for i, codebook in enumerate(self.codebooks))
         return quantized @ self.output_proj
 
 
 class SplitResidualVQ(nn.Module):
-    """`n_q` codebooks: the semantic one, then `n_q - 1` acoustic ones."""
+    """`n_q` codebooks: the semantic one, then `n_q - 1` acoustic ones (no acoustic branch if n_q is 1)."""
 
     config: MimiConfig
     n_q: int
 
     def setup(self) -> None:
         c = self.config
-        if not c.n_q_semantic <= self.n_q <= c.total_codebooks:
-            raise ValueError(f"n_q must be in [{c.n_q_semantic}, {c.total_codebooks}], got {self.n_q}")
-        self.semantic = ResidualVQ(c, c.n_q_semantic, c.n_q_semantic)
-        self.acoustic = ResidualVQ(c, c.total_codebooks - c.n_q_semantic, self.n_q - c.n_q_semantic)
+        self.semantic = ResidualVQ(c, c.n_q_semantic)
+        if self.n_q > c.n_q_semantic:
+            self.acoustic = ResidualVQ(c, self.n_q - c.n_q_semantic)
 
     def encode(self, latent: jax.Array) -> jax.Array:
         codes = self.semantic.encode(latent)

@@ -96,18 +96,25 @@ class TransformerLayer(nn.Module):
         return self._finish(x, banded_attention(q, k, v, self.config.context))
 
     def step(self, x: jax.Array, positions: jax.Array, cache: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
-        """A few steps x [B, T, d] at positions [B, T]; cache keys/values [B, capacity, H, D] (a ring)."""
+        """A few steps x [B, T, d] at positions [B, T] appended to the rings of the last `capacity` steps:
+        keys [B, H, D, capacity], values [B, H, capacity, D] (the layouts the two attention matmuls read)."""
         q, k, v = self._qkv(x, positions)
-        capacity = cache["keys"].shape[1]
+        capacity = cache["values"].shape[2]
         slots = positions % capacity
-        write = jax.vmap(lambda ring, index, new: ring.at[index].set(new))
-        keys, values = write(cache["keys"], slots, k), write(cache["values"], slots, v)
+
+        def write(keys: jax.Array, values: jax.Array, slot: jax.Array, k: jax.Array, v: jax.Array) -> tuple:
+            return keys.at[:, :, slot].set(k.transpose(1, 2, 0)), values.at[:, slot].set(v.transpose(1, 0, 2))
+
+        keys, values = jax.vmap(write)(cache["keys"], cache["values"], slots, k, v)
         # Position held by each slot: the newest p <= last written with p = slot (mod capacity); < 0 if never.
         last = positions[:, -1:]
         key_pos = last - (last - jnp.arange(capacity)[None]) % capacity  # [B, capacity]
         delta = positions[:, :, None] - key_pos[:, None, :]
         mask = (key_pos[:, None, :] >= 0) & (delta >= 0) & (delta < self.config.context)
-        return self._finish(x, attend(q, keys, values, mask)), {"keys": keys, "values": values}
+        scores = jnp.einsum("bqhd,bhdk->bhqk", q, keys) / math.sqrt(q.shape[-1])
+        weights = jax.nn.softmax(jnp.where(mask[:, None], scores, -jnp.inf), axis=-1)
+        attended = jnp.einsum("bhqk,bhkd->bhqd", weights, values).transpose(0, 2, 1, 3)  # XLA:CPU is slow
+        return self._finish(x, attended), {"keys": keys, "values": values}  # when the dot writes bqhd
 
 
 class Transformer(nn.Module):
@@ -120,10 +127,11 @@ class Transformer(nn.Module):
 
     def init_state(self, batch_size: int) -> dict[str, Any]:
         c = self.config
-        ring = (batch_size, c.context, c.num_heads, c.head_dim)
+        keys = (batch_size, c.num_heads, c.head_dim, c.context)
+        values = (batch_size, c.num_heads, c.context, c.head_dim)
         return {
             "offset": jnp.zeros((batch_size,), jnp.int32),  # steps seen so far by each stream
-            "layers": [{"keys": jnp.zeros(ring), "values": jnp.zeros(ring)} for _ in range(c.num_layers)],
+            "layers": [{"keys": jnp.zeros(keys), "values": jnp.zeros(values)} for _ in range(c.num_layers)],
         }
 
     def __call__(self, x: jax.Array) -> jax.Array:

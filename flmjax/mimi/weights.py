@@ -57,10 +57,9 @@ class Entry:
 
 @dataclasses.dataclass(frozen=True)
 class CodebookEntry:
-    path: tuple[str, ...]  # Flax [stored, codebook_size, codebook_dim] parameter
-    index: int
-    prefix: str  # kyutai `..._codebook` prefix
-    shape: tuple[int, int]  # one codebook: (codebook_size, codebook_dim)
+    path: tuple[str, ...]  # Flax [codebook_size, codebook_dim] parameter
+    prefix: str  # kyutai `..._codebook` prefix (its entries are embedding_sum / cluster_usage)
+    shape: tuple[int, int]
 
 
 def _fan_in(n: int) -> tuple[str, float]:
@@ -68,8 +67,9 @@ def _fan_in(n: int) -> tuple[str, float]:
     return ("uniform", 1.0 / math.sqrt(n))
 
 
-def kyutai_layout(config: MimiConfig) -> tuple[list[Entry], list[CodebookEntry]]:
-    """Every Mimi tensor: our path and shape, kyutai's name and layout, its random initialisation."""
+def kyutai_layout(config: MimiConfig, n_q: int) -> tuple[list[Entry], list[CodebookEntry]]:
+    """Every tensor of a Mimi using `n_q` codebooks: our path and shape, kyutai's name and layout, its
+    random initialisation. (kyutai files hold 32 codebooks; the unused ones are left out.)"""
     c = config
     entries: list[Entry] = []
 
@@ -126,25 +126,26 @@ def kyutai_layout(config: MimiConfig) -> tuple[list[Entry], list[CodebookEntry]]
 
     codebooks: list[CodebookEntry] = []
     q = c.codebook_dim
-    branches = (("semantic", "rvq_first", c.n_q_semantic), ("acoustic", "rvq_rest", c.total_codebooks - c.n_q_semantic))
-    for ours, theirs, stored in branches:
+    branches = (("semantic", "rvq_first", c.n_q_semantic), ("acoustic", "rvq_rest", n_q - c.n_q_semantic))
+    for ours, theirs, count in branches:
+        if count == 0:
+            continue
         path, name = ("quantizer", ours), f"quantizer.{theirs}"
         entries.append(Entry(path + ("input_proj",), f"{name}.input_proj.weight", "projection", (d, q), _fan_in(d)))
         entries.append(Entry(path + ("output_proj",), f"{name}.output_proj.weight", "projection", (q, d), _fan_in(q)))
-        for i in range(stored):
-            prefix = f"{name}.vq.layers.{i}._codebook"
-            codebooks.append(CodebookEntry(path + ("codebooks",), i, prefix, (c.codebook_size, q)))
+        for i in range(count):
+            codebooks.append(CodebookEntry(path + (f"codebook_{i}",), f"{name}.vq.layers.{i}._codebook", (c.codebook_size, q)))
     return entries, codebooks
 
 
-def random_params(config: MimiConfig, seed: int = 0) -> dict[str, Any]:
+def random_params(config: MimiConfig, n_q: int, seed: int = 0) -> dict[str, Any]:
     """Random parameters: PyTorch-like fan-in scales, unit norms, layer scale 0.01, N(0, 0.01) codebooks.
 
     Drawn with numpy (well under a second); drawing them with jax.random costs tens of seconds of XLA
     compilation on CPU.
     """
     rng = np.random.default_rng(seed)
-    entries, codebooks = kyutai_layout(config)
+    entries, codebooks = kyutai_layout(config, n_q)
     flat: dict[tuple[str, ...], np.ndarray] = {}
     for e in entries:
         how, value = e.init
@@ -152,10 +153,8 @@ def random_params(config: MimiConfig, seed: int = 0) -> dict[str, Any]:
             flat[e.path] = (rng.random(e.shape, dtype=np.float32) * 2 - 1) * np.float32(value)
         else:
             flat[e.path] = np.full(e.shape, value, np.float32)
-    per_path: dict[tuple[str, ...], list[np.ndarray]] = {}
     for cb in codebooks:
-        per_path.setdefault(cb.path, []).append(rng.standard_normal(cb.shape, dtype=np.float32) * RANDOM_CODEBOOK_STD)
-    flat.update({path: np.stack(books) for path, books in per_path.items()})
+        flat[cb.path] = rng.standard_normal(cb.shape, dtype=np.float32) * np.float32(RANDOM_CODEBOOK_STD)
     return jax.device_put(flax.traverse_util.unflatten_dict(flat))
 
 
@@ -170,9 +169,9 @@ def _open(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
 
 
-def load_kyutai(path: str | os.PathLike, config: MimiConfig) -> dict[str, Any]:
-    """Read a kyutai Mimi safetensors file into our parameter tree (float32)."""
-    entries, codebooks = kyutai_layout(config)
+def load_kyutai(path: str | os.PathLike, config: MimiConfig, n_q: int) -> dict[str, Any]:
+    """Read a kyutai Mimi safetensors file (its first `n_q` codebooks) into our parameter tree (float32)."""
+    entries, codebooks = kyutai_layout(config, n_q)
     with _open(path) as f:
         available = set(f.keys())
 
@@ -204,24 +203,23 @@ def load_kyutai(path: str | os.PathLike, config: MimiConfig) -> dict[str, Any]:
         for e in entries:
             to_ours, to_theirs = _LAYOUTS[e.kind]
             flat[e.path] = np.ascontiguousarray(to_ours(read(e.name, to_theirs(np.empty(e.shape, np.float32)).shape)))
-        per_path: dict[tuple[str, ...], list[np.ndarray]] = {}
         for cb in codebooks:
             embedding_sum = read(f"{cb.prefix}.embedding_sum", cb.shape)
             usage = read(f"{cb.prefix}.cluster_usage", cb.shape[:1])
-            per_path.setdefault(cb.path, []).append(embedding_sum / np.maximum(usage, CODEBOOK_EPS)[:, None])
-        flat.update({p: np.stack(books) for p, books in per_path.items()})
+            flat[cb.path] = embedding_sum / np.maximum(usage, CODEBOOK_EPS)[:, None]
     return jax.device_put(flax.traverse_util.unflatten_dict(flat))
 
 
-def save_kyutai(params: dict[str, Any], path: str | os.PathLike, config: MimiConfig) -> None:
-    """Write parameters under kyutai's names (loadable by `moshi.models.loaders.get_mimi` too)."""
+def save_kyutai(params: dict[str, Any], path: str | os.PathLike, config: MimiConfig, n_q: int) -> None:
+    """Write parameters under kyutai's names: all but the unused codebooks of a kyutai file (a model with
+    n_q = 32 writes a file that `moshi.models.loaders.get_mimi` loads)."""
     from safetensors.numpy import save_file
 
     flat = flax.traverse_util.flatten_dict(jax.device_get(params))
-    entries, codebooks = kyutai_layout(config)
+    entries, codebooks = kyutai_layout(config, n_q)
     tensors = {e.name: np.ascontiguousarray(_LAYOUTS[e.kind][1](np.asarray(flat[e.path], np.float32))) for e in entries}
     for cb in codebooks:
-        embedding = np.asarray(flat[cb.path][cb.index], np.float32)
+        embedding = np.asarray(flat[cb.path], np.float32)
         tensors[f"{cb.prefix}.embedding_sum"] = np.ascontiguousarray(embedding)
         tensors[f"{cb.prefix}.cluster_usage"] = np.ones(cb.shape[0], np.float32)
         tensors[f"{cb.prefix}._initialized"] = np.ones(1, np.float32)

@@ -1,0 +1,74 @@
+"""Audio files in, Mimi-ready audio out: read (WAV, FLAC, OGG, MP3), downmix, resample to 24 kHz.
+
+Arrays are float32 [channels, samples] in [-1, 1]; `prepare_for_mimi` returns [1, samples] at 24 kHz.
+Decoding goes through libsndfile (the `soundfile` wheel bundles it); resampling is polyphase FIR
+filtering (scipy's `resample_poly` with a Kaiser-windowed sinc), exact for rational rate ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import scipy.signal
+import soundfile
+
+MIMI_SAMPLE_RATE = 24_000
+# Kaiser beta of the resampling low-pass: what would alias is ~70 dB down, and the pass band stays
+# flat (< 0.3 dB) to 10 kHz when going to 24 kHz (checked in tests/test_audio.py).
+RESAMPLE_KAISER_BETA = 8.0
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used: an unreadable or empty file, or a malformed array."""
+
+
+def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file -> (float32 [channels, samples] in [-1, 1], sample rate in Hz)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        data, sample_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"cannot decode audio file {path}: {err}") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"audio file {path} holds no samples")
+    return np.ascontiguousarray(data.T), int(sample_rate)
+
+
+def _as_channels(pcm: np.ndarray, who: str) -> np.ndarray:
+    pcm = np.asarray(pcm)
+    if pcm.ndim == 1:
+        pcm = pcm[None]
+    if pcm.ndim != 2 or pcm.shape[1] == 0:
+        raise AudioError(f"{who} expects audio shaped [channels, samples] or [samples], got shape {pcm.shape}")
+    if not np.issubdtype(pcm.dtype, np.floating):
+        raise AudioError(f"{who} expects float audio in [-1, 1], got dtype {pcm.dtype}")
+    return pcm
+
+
+def to_mono(pcm: np.ndarray) -> np.ndarray:
+    """[channels, samples] (or [samples]) -> float32 [1, samples], the mean of the channels."""
+    return _as_channels(pcm, "to_mono").mean(axis=0, keepdims=True, dtype=np.float32)
+
+
+def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """[channels, samples] at `from_rate` -> float32 [channels, round(samples * to_rate / from_rate)]."""
+    pcm = _as_channels(pcm, "resample")
+    for name, rate in (("from_rate", from_rate), ("to_rate", to_rate)):
+        if int(rate) != rate or rate <= 0:
+            raise AudioError(f"resample: {name} must be a positive whole number of Hz, got {rate}")
+    from_rate, to_rate = int(from_rate), int(to_rate)
+    if from_rate == to_rate:
+        return pcm.astype(np.float32, copy=True)
+    common = math.gcd(from_rate, to_rate)
+    out = scipy.signal.resample_poly(
+        pcm.astype(np.float64), to_rate // common, from_rate // common, axis=-1, window=("kaiser", RESAMPLE_KAISER_BETA)
+    )
+    return out.astype(np.float32)
+
+
+def prepare_for_mimi(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Any float audio ([channels, samples] or [samples]) at any rate -> float32 [1, samples] mono, 24 kHz."""
+    return resample(to_mono(pcm), sample_rate, MIMI_SAMPLE_RATE)
