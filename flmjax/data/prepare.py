@@ -43,7 +43,7 @@ from flmjax.data.text_tokenizer import load_text_tokenizer
 from flmjax.tokens import RELEASE_TOKENS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 RANDOM_MIMI = "random-mimi(seed=0)"  # the name of the demo's random codec in index.json
-ENCODE_BATCH = 8  # clips Mimi encodes at once
+ENCODE_BATCH = 8  # clips Mimi encodes at once (at most)
 ENCODE_CHUNK_FRAMES = 25  # frames per streaming step (2 s): the one shape Mimi compiles for
 
 
@@ -143,15 +143,15 @@ def read_audio(ref: AudioRef, where: str) -> np.ndarray:
     if ref.samples is not None:
         pcm, sr = ref.samples, ref.sample_rate
     else:
-        if not Path(ref.path).is_file():
-            raise CorpusError(f"{where}: audio file not found: {ref.path}")
         try:
             pcm, sr = audio.load_audio(ref.path)
-        except Exception as e:  # decoders raise many types; the file is what matters
-            raise CorpusError(f"{where}: cannot read audio {ref.path}: {e}") from None
+        except FileNotFoundError:
+            raise CorpusError(f"{where}: audio file not found: {ref.path}") from None
+        except (audio.AudioError, OSError) as e:  # corrupt, empty, unreadable: the message names the file
+            raise CorpusError(f"{where}: {e}") from None
     if pcm.shape[-1] == 0:
         raise CorpusError(f"{where}: empty audio {ref.describe()}")
-    pcm = audio.resample(audio.to_mono(pcm), sr, SAMPLE_RATE)[0]
+    pcm = audio.prepare_for_mimi(pcm, sr)[0]
     if not np.all(np.isfinite(pcm)):
         raise CorpusError(f"{where}: audio {ref.describe()} holds NaN or infinite samples")
     if ref.start is not None:
@@ -176,10 +176,10 @@ def num_frames(num_samples: int) -> int:
 def encode_batched(mimi: Any, clips: Sequence[np.ndarray], batch_size: int = ENCODE_BATCH) -> list[np.ndarray]:
     """Mimi codes int32 [8, ceil(N / 1920)] of each clip.
 
-    Clips are sorted by length and streamed `batch_size` at a time through Mimi's streaming encoder in
-    chunks of ENCODE_CHUNK_FRAMES: one compiled shape whatever the lengths, memory bounded for long
-    dialog tracks. Short rows and missing rows are zero-padded; Mimi is causal, so padding after a clip
-    does not change its frames.
+    Clips are sorted by length and streamed up to `batch_size` at a time through Mimi's streaming encoder
+    in chunks of ENCODE_CHUNK_FRAMES: whatever the lengths, Mimi compiles one shape per batch size (a power
+    of two: a CPU pays for padding rows) and memory stays bounded for long dialog tracks. Shorter clips
+    are zero-padded; Mimi is causal, so padding after a clip does not change its frames.
     """
     order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
     chunk = ENCODE_CHUNK_FRAMES * SAMPLES_PER_FRAME
@@ -187,10 +187,10 @@ def encode_batched(mimi: Any, clips: Sequence[np.ndarray], batch_size: int = ENC
     for b in range(0, len(order), batch_size):
         rows = order[b : b + batch_size]
         length = -(-max(len(clips[i]) for i in rows) // chunk) * chunk
-        pcm = np.zeros((batch_size, 1, length), dtype=np.float32)
+        pcm = np.zeros((1 << (len(rows) - 1).bit_length(), 1, length), dtype=np.float32)
         for r, i in enumerate(rows):
             pcm[r, 0, : len(clips[i])] = clips[i]
-        stream = mimi.streaming(batch_size)
+        stream = mimi.streaming(pcm.shape[0])
         codes = np.concatenate([np.asarray(stream.encode(pcm[..., t : t + chunk])) for t in range(0, length, chunk)], -1)
         for r, i in enumerate(rows):
             out[i] = codes[r, :, : num_frames(len(clips[i]))].astype(np.int32)
