@@ -65,6 +65,18 @@ def test_broken_entries_are_reported_by_line_and_the_rest_kept(tmp_path):
         assert error.startswith(start), error
     assert str(items[0].audio.path) == str(tmp_path / "a.wav")  # relative to the manifest
 
+    turn = {"role": "user", "text": "x", "audio": "a.wav", "start": 1.0}
+    dialogs = tmp_path / "dialogs.jsonl"
+    dialogs.write_text("\n".join(json.dumps(d) for d in [
+        {"id": "fine", "turns": [turn, dict(turn, role="model", audio={"path": "b.wav", "start": 0.5, "end": 1.5}, start=2.0)]},
+        {"id": "unordered", "turns": [turn, dict(turn, role="model", start=0.5)]},
+        {"id": "badspan", "turns": [dict(turn, audio={"path": "b.wav", "start": 2.0, "end": 1.0})]},
+    ]))  # fmt: skip
+    kind, items = read_manifest(dialogs)
+    assert kind == "dialogs" and items[0].turns[1].audio.start == 0.5
+    assert str(items[1]) == "dialogs.jsonl:2 (unordered) turn 1: starts at 0.5 s, before the previous turn"
+    assert str(items[2]) == "dialogs.jsonl:3 (badspan) turn 0 audio span: end 1.0 s is not after start 2.0 s"
+
     bad_role = tmp_path / "d.jsonl"
     bad_role.write_text(json.dumps({"id": 1, "turns": [{"role": "bot", "text": "x", "audio": "a.wav", "start": 0}]}))
     with pytest.raises(CorpusError, match="no valid entry"):

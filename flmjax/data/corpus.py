@@ -23,7 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -146,14 +146,25 @@ def _text(obj: Mapping[str, Any], where: str) -> str:
     return text
 
 
-def _words(value: Any, seg: Segment, where: str) -> tuple[Word, ...]:
-    if not isinstance(value, list) or not value:
-        raise CorpusError(f"{where}: words must be a non-empty list")
+def _objects(obj: Mapping[str, Any], key: str, where: str, label: str) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """The objects of a non-empty list field, each with its place for messages ("... segment 2")."""
+    items = _field(obj, key, list, where)
+    if not items:
+        raise CorpusError(f"{where}: no {key}")
+    for k, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise CorpusError(f"{where} {label} {k}: must be an object")
+        yield item, f"{where} {label} {k}"
+
+
+def _named(obj: Mapping[str, Any], where: str) -> tuple[str, str]:
+    uid = str(_field(obj, "id", (str, int), where))
+    return uid, f"{where} ({uid})"
+
+
+def _words(seg_obj: Mapping[str, Any], seg: Segment, where: str) -> tuple[Word, ...]:
     words, previous = [], seg.start
-    for k, w in enumerate(value):
-        wwhere = f"{where} word {k}"
-        if not isinstance(w, Mapping):
-            raise CorpusError(f"{wwhere}: must be an object")
+    for w, wwhere in _objects(seg_obj, "words", where, "word"):
         start, end = _time(w, "start", wwhere), _time(w, "end", wwhere)
         if not previous - 1e-3 <= start <= end <= seg.end + 1e-3:
             raise CorpusError(f"{wwhere}: times ({start}, {end}) s out of order or outside the segment")
@@ -163,44 +174,32 @@ def _words(value: Any, seg: Segment, where: str) -> tuple[Word, ...]:
 
 
 def parse_speech(obj: Mapping[str, Any], base: Path, where: str) -> SpeechEntry:
-    uid = str(_field(obj, "id", (str, int), where))
-    where = f"{where} ({uid})"
+    uid, where = _named(obj, where)
     source = _field(obj, "source", str, where, "auto")
     if source not in SOURCES:
         raise CorpusError(f"{where}: source must be one of {SOURCES}, got {source!r}")
-    raw_segments = _field(obj, "segments", list, where)
-    if not raw_segments:
-        raise CorpusError(f"{where}: no segments")
     segments = []
-    for k, s in enumerate(raw_segments):
-        swhere = f"{where} segment {k}"
-        if not isinstance(s, Mapping):
-            raise CorpusError(f"{swhere}: must be an object")
+    for s, swhere in _objects(obj, "segments", where, "segment"):
         seg = Segment(_time(s, "start", swhere), _time(s, "end", swhere), _text(s, swhere))
         _span(seg.start, seg.end, swhere)
         if s.get("words") is not None:
-            seg = dataclasses.replace(seg, words=_words(s["words"], seg, swhere))
+            seg = dataclasses.replace(seg, words=_words(s, seg, swhere))
         segments.append(seg)
     return SpeechEntry(uid, _audio(obj.get("audio"), base, where), _field(obj, "language", str, where, "und"), source, tuple(segments))
 
 
 def parse_dialog(obj: Mapping[str, Any], base: Path, where: str) -> DialogEntry:
-    uid = str(_field(obj, "id", (str, int), where))
-    where = f"{where} ({uid})"
-    raw_turns = _field(obj, "turns", list, where)
-    if not raw_turns:
-        raise CorpusError(f"{where}: no turns")
+    uid, where = _named(obj, where)
     turns = []
-    for k, t in enumerate(raw_turns):
-        twhere = f"{where} turn {k}"
-        if not isinstance(t, Mapping):
-            raise CorpusError(f"{twhere}: must be an object")
+    for t, twhere in _objects(obj, "turns", where, "turn"):
         role = _field(t, "role", str, twhere)
         if role not in ROLES:
             raise CorpusError(f"{twhere}: role must be one of {ROLES}, got {role!r}")
         turn = DialogTurn(role, _text(t, twhere), _audio(t.get("audio"), base, twhere), _time(t, "start", twhere), _time(t, "end", twhere, None))
         if turn.end is not None:
             _span(turn.start, turn.end, twhere)
+        if turns and turn.start < turns[-1].start:
+            raise CorpusError(f"{twhere}: starts at {turn.start} s, before the previous turn")
         turns.append(turn)
     return DialogEntry(uid, _field(obj, "language", str, where, "und"), tuple(turns))
 
