@@ -19,15 +19,18 @@ IDS = RELEASE_TOKENS
 SILENCE = np.full((8, 1), 7, np.int32)
 
 
-def write_pairs(root, n, seed, shard_size=64):
-    """n pairs, 10..60 frames of random codes, 3..9 text tokens; shards of `shard_size`."""
+def write_pairs(root, n, seed, shard_size=64, words=False):
+    """n pairs, 10..60 frames of random codes, 3..9 text tokens (with `words`: one word per token)."""
     rng = np.random.default_rng(seed)
     shards = []
     for s, start in enumerate(range(0, n, shard_size)):
         recs = []
         for i in range(start, min(n, start + shard_size)):
             codes = rng.integers(0, 2048, (8, int(rng.integers(10, 60))))
-            recs.append(records.pair_record({"id": f"{root.name}/{i}"}, codes, rng.integers(0, 151000, int(rng.integers(3, 10))), None))
+            text = rng.integers(0, 151000, int(rng.integers(3, 10)))
+            step = codes.shape[1] / 12.5 / len(text)  # words spread evenly over the clip
+            timed = [layouts.WordTiming([int(t)], k * step, (k + 0.8) * step) for k, t in enumerate(text)] if words else None
+            recs.append(records.pair_record({"id": f"{root.name}/{i}"}, codes, text, timed))
         records.write_shard(root, s, recs, {"fingerprint": "test", "errors": []})
         shards.append({"shard": s, "records": len(recs)})
     records.write_index(root, {"kind": "speech", "records": n, "shards": shards, "silence_codes": SILENCE.tolist()})
@@ -61,6 +64,7 @@ def corpora(tmp_path_factory):
         "auto": write_pairs(base / "auto", 300, 0),
         "human": write_pairs(base / "human", 40, 1),
         "dialogs": write_dialogs(base / "dialogs", 6, variants=3),
+        "worded": write_pairs(base / "worded", 30, 2, words=True),
     }
 
 
@@ -102,6 +106,23 @@ def test_batches_follow_the_contract_and_carry_the_records(corpora):
         np.testing.assert_array_equal(laid.sample.tokens[seg["audio_start"] : seg["audio_end"], streams], pair.codes.T)
         assert list(seg["text"]) == pair.text_tokens
     assert len(laid.items) > 5  # a 600-frame sample packs many 10..60-frame pairs
+
+
+def test_word_level_alignment_reads_word_timings(corpora):
+    config = DataConfig("test_words", POST_TRAINING, (CorpusSpec("w", prepared=str(corpora["worded"])),),
+                        layout_config=layouts.LayoutConfig(sample_frames=300, alignment="word"))  # fmt: skip
+    laid = next(iter(sample_dataset(config, roots(config))))
+    corpus = records.PreparedCorpus(corpora["worded"])
+    audio = [s for s in laid.sample.segments if s["channel"] is not None]
+    words = [s for s in laid.sample.segments if s["kind"] == "word"]
+    assert laid.sample.layout == "post_training_word" and audio and words
+    for seg in audio:  # every word of each pair sits on the text channel, one token per word
+        _, r, _ = laid.items[seg["source"]]
+        pair = records.pair_from_record(*corpus[r])
+        assert [w.tokens for w in pair.words] == [[t] for t in pair.text_tokens]
+    placed = [t for s in words for t in s["text"]]
+    expected = [t for s in audio for t in records.pair_from_record(*corpus[laid.items[s["source"]][1]]).text_tokens]
+    assert placed == expected
 
 
 def test_same_seed_same_batches(corpora):

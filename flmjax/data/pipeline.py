@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -174,8 +175,10 @@ class _PackPairsIterator(grain.DatasetIterator):
         rng = np.random.default_rng([self._seed, *first])
         try:
             sample, used = layouts.assemble_post_training([p for _, p in self._held], rng, self._ids, self._cfg)
-        except layouts.LayoutError as e:
-            raise layouts.LayoutError(f"{self._held[0][0]['meta'].get('id')}: {e}") from None
+        except layouts.LayoutError as e:  # the layouts number pairs in the list given; name the record
+            k = re.match(r"pair (\d+)", str(e))
+            element = self._held[int(k[1]) if k else 0][0]
+            raise layouts.LayoutError(f"record {element['meta'].get('id')} {element['item']}: {e}") from None
         items = [element["item"] for element, _ in self._held[:used]]
         del self._held[:used], self._held_states[:used]
         return LaidOut(sample, items)
