@@ -13,7 +13,9 @@ from flmjax.infer.sampling import (
     StreamSampling,
     apply_repetition_penalty,
     mask_ids_from,
+    nucleus,
     sample,
+    top_k_set,
 )
 
 
@@ -53,6 +55,27 @@ def test_repetition_penalty_matches_transformers():
     ref = RepetitionPenaltyLogitsProcessor(penalty)(torch.from_numpy(ids), torch.from_numpy(logits.copy())).numpy()
     out = apply_repetition_penalty(jnp.asarray(logits), jnp.asarray(ids), jnp.ones(ids.shape, bool), jnp.full((3,), penalty))
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-6)
+
+
+def test_nucleus_and_top_k_sets_equal_the_sorted_definitions():
+    """Sort-free sets (threshold bisection) against the release's sort/cumsum rule, computed in numpy."""
+    rng = np.random.default_rng(3)
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(rng.normal(size=(64, 300)) * rng.uniform(0.5, 4, (64, 1)), jnp.float32)))
+    top_p = rng.uniform(0.05, 0.99, 64).astype(np.float32)
+    top_k = rng.integers(1, 300, 64).astype(np.int32)
+    order = np.argsort(-probs, axis=-1)
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    kept_sorted = (np.cumsum(sorted_probs, axis=-1) - sorted_probs) <= top_p[:, None]
+    want_p = np.zeros_like(kept_sorted)
+    np.put_along_axis(want_p, order, kept_sorted, axis=-1)
+    want_k = np.zeros_like(kept_sorted)
+    np.put_along_axis(want_k, order, np.arange(300)[None] < top_k[:, None], axis=-1)
+    got_p = np.asarray(nucleus(jnp.asarray(probs), jnp.asarray(top_p)))
+    got_k = np.asarray(top_k_set(jnp.asarray(probs), jnp.asarray(top_k)))
+    # Random data: no ties and no mass sitting exactly at p, so summation order cannot matter.
+    np.testing.assert_array_equal(got_p, want_p)
+    np.testing.assert_array_equal(got_k, want_k)
+    assert 1 < got_p.sum(-1).mean() < 299
 
 
 def test_top_p_keeps_the_smallest_prefix_reaching_p():

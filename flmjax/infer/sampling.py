@@ -9,7 +9,7 @@ stream changing its settings never recompiles the decoder.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -132,22 +132,61 @@ def apply_repetition_penalty(logits: jax.Array, ids: jax.Array, valid: jax.Array
     return jnp.where(present, jnp.where(logits < 0, logits * p, logits / p), logits)
 
 
+def _smallest_threshold(probs: jax.Array, above: Callable[[jax.Array], jax.Array], limit: jax.Array) -> jax.Array:
+    """Per row, the smallest float32 t >= 0 with above(t) <= limit, for a statistic `above` [B] that does
+    not increase with t (and is 0 at t = 1). Bisection over the bit patterns of non-negative floats,
+    which order as the floats do: 31 passes over the logits instead of a sort (slow on some backends)."""
+    one = jax.lax.bitcast_convert_type(jnp.float32(1.0), jnp.int32)
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        ok = above(jax.lax.bitcast_convert_type(mid, jnp.float32)[:, None]) <= limit
+        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+    bounds = (jnp.zeros(probs.shape[:1], jnp.int32), jnp.full(probs.shape[:1], one))
+    _, hi = jax.lax.fori_loop(0, 31, halve, bounds)
+    return jax.lax.bitcast_convert_type(hi, jnp.float32)[:, None]
+
+
+def nucleus(probs: jax.Array, top_p: jax.Array) -> jax.Array:
+    """The release's top-p set: sorted by probability, an id is kept while the mass before it is <= p,
+    i.e. id i is kept iff the mass of the ids more probable than i is <= p. probs [B, V], top_p [B]."""
+    mass_above = lambda t: jnp.sum(jnp.where(probs > t, probs, 0.0), axis=-1)  # noqa: E731
+    return probs >= _smallest_threshold(probs, mass_above, top_p)
+
+
+def top_k_set(probs: jax.Array, top_k: jax.Array) -> jax.Array:
+    """The k most probable ids of each row (ids tied with the k-th are all kept). probs [B, V], top_k [B]."""
+    count_above = lambda t: jnp.sum(probs > t, axis=-1)  # noqa: E731
+    return probs >= _smallest_threshold(probs, count_above, top_k - 1)
+
+
+def _draw(weights: jax.Array, keys: jax.Array) -> jax.Array:
+    """One id per row with probability proportional to weights [B, V] (>= 0, some > 0), by inverse CDF:
+    one uniform number a row (drawing V Gumbel numbers a row costs far more on some backends)."""
+    cdf = jnp.cumsum(weights, axis=-1)
+    u = jax.vmap(jax.random.uniform)(keys) * cdf[:, -1]
+    chosen = jnp.sum(cdf <= u[:, None], axis=-1)
+    # Rounding can put u at the very top: fall back to the last id with weight.
+    last = weights.shape[-1] - 1 - jnp.argmax(weights[:, ::-1] > 0, axis=-1)
+    return jnp.minimum(chosen, last).astype(jnp.int32)
+
+
 def sample(logits: jax.Array, keys: jax.Array, params: StreamSampling) -> jax.Array:
     """Penalised logits [B, V] -> ids [B]: temperature, then top-p (if > 0) or top-k (if > 0), else the
     whole distribution; greedy rows (or temperature 0) take the argmax. keys [B, 2]: one PRNG key a stream."""
     logits = logits.astype(jnp.float32)
     argmax = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     sampling = ~params.greedy & (params.temperature > 0)
-    temperature = jnp.where(sampling, params.temperature, 1.0)[:, None]
-    probs = jax.nn.softmax(logits / temperature, axis=-1)
-    order = jnp.argsort(-probs, axis=-1)
-    sorted_probs = jnp.take_along_axis(probs, order, axis=-1)
-    # top-p keeps the smallest prefix whose mass reaches p (an id stays if the mass before it is <= p).
-    keep_p = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs <= params.top_p[:, None]
-    keep_k = jnp.arange(logits.shape[-1])[None, :] < params.top_k[:, None]
-    keep = jnp.where((params.top_p > 0)[:, None], keep_p, jnp.where((params.top_k > 0)[:, None], keep_k, True))
-    choice = jax.vmap(jax.random.categorical)(keys, jnp.where(keep, jnp.log(sorted_probs), -jnp.inf))
-    sampled = jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    scaled = logits / jnp.where(sampling, params.temperature, 1.0)[:, None]
+    probs = jax.nn.softmax(scaled, axis=-1)
+    keep = jnp.where(
+        (params.top_p > 0)[:, None],
+        nucleus(probs, params.top_p),
+        jnp.where((params.top_k > 0)[:, None], top_k_set(probs, jnp.maximum(params.top_k, 1)), True),
+    )
+    sampled = _draw(jnp.where(keep, probs, 0.0), keys)
     return jnp.where(sampling, sampled, argmax)
 
 

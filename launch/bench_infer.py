@@ -1,0 +1,105 @@
+"""Per-frame latency of streaming decoding: flmjax's one-program frame step vs a PyTorch loop in the release's style.
+
+Both decode the same small random checkpoint (written once, loaded by each side), with the release
+server's sampling settings, for batches of independent streams. The PyTorch loop is the release's
+shape (tests/reference/torch_step_loop.py): transformers' growing DynamicCache for the backbone and the
+depformer re-run over all previous codes for each of the 8 codes, eager, one op at a time. flmjax runs
+the backbone step, the 8 depformer steps (lax.scan) and the sampling as one compiled program on a
+fixed-size ring cache. Latency is per 80 ms frame (one step of the whole batch), compilation excluded;
+frames/s counts stream-frames (batch x steps per second). Target: flmjax at most 1/4 of PyTorch's time.
+
+    python launch/bench_infer.py [--config tiny|demo] [--frames 40] [--batches 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import jax
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests.reference
+
+from flmjax import FLMAudio  # noqa: E402
+from flmjax.config import get_model_config  # noqa: E402
+from flmjax.infer.decoder import Decoder  # noqa: E402
+from flmjax.infer.offline import latency_stats, timed_frames  # noqa: E402
+from flmjax.infer.sampling import SamplingSettings  # noqa: E402
+from tests.reference.flm_audio_torch import TorchFLMAudio  # noqa: E402
+from tests.reference.torch_step_loop import TorchStepLoop  # noqa: E402
+
+TARGET_RATIO = 0.25
+
+
+def bench_flmjax(model: FLMAudio, codes: np.ndarray) -> dict:
+    batch, frames = codes.shape[:2]
+    decoder = Decoder(model, batch)
+    state = decoder.init_state(SamplingSettings())
+    state, out = decoder.step(state, codes[:, 0])  # compiles
+    jax.block_until_ready(out)
+    state = decoder.init_state(SamplingSettings())
+
+    def step(i: int):
+        nonlocal state
+        state, out = decoder.step(state, codes[:, i])
+        return np.asarray(out.frame)  # the host gets every frame, as a server would
+
+    return latency_stats(timed_frames(step, frames))
+
+
+def bench_torch(torch_model: TorchFLMAudio, config: dict, codes: np.ndarray) -> dict:
+    batch, frames = codes.shape[:2]
+    user = torch.from_numpy(codes).long()
+    TorchStepLoop(torch_model, config, batch, greedy=False).step(user[:, 0])  # first-call allocations
+    loop = TorchStepLoop(torch_model, config, batch, greedy=False)
+    return latency_stats(timed_frames(lambda i: loop.step(user[:, i]), frames))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny", help="named ModelConfig of the random checkpoint")
+    parser.add_argument("--frames", type=int, default=40, help="timed frames per batch size")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    devices = ", ".join(sorted({d.platform for d in jax.devices()}))
+    print(f"device: jax {devices}; torch cpu ({torch.get_num_threads()} threads); CPU only here, no GPU in this run")
+    with tempfile.TemporaryDirectory() as ckpt:
+        FLMAudio.init(get_model_config(args.config), seed=0).save_pretrained(ckpt)
+        model = FLMAudio.from_pretrained(ckpt)
+        config = json.load(open(os.path.join(ckpt, "config.json")))
+        torch_model = TorchFLMAudio(config)
+        torch_model.load_state_dict(load_file(os.path.join(ckpt, "model.safetensors")), strict=True)
+        torch_model.eval()
+    print(f"checkpoint: random '{args.config}' (fp32), {args.frames} frames per run, release sampling settings")
+    header = (
+        f"{'batch':>5} | {'flmjax ms/frame mean p50 p99':>30} | {'pytorch ms/frame mean p50 p99':>31} "
+        f"| {'ratio p50':>9} | {'ratio mean':>10} | {'flmjax fr/s':>11} | {'pytorch fr/s':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for batch in args.batches:
+        codes = np.random.default_rng(batch).integers(0, 2048, (batch, args.frames, 8)).astype(np.int32)
+        ours, ref = bench_flmjax(model, codes), bench_torch(torch_model, config, codes)
+        ratio = ours["p50_ms"] / ref["p50_ms"]
+        rows.append(ratio)
+        print(
+            f"{batch:>5} | {ours['mean_ms']:>10.2f} {ours['p50_ms']:>8.2f} {ours['p99_ms']:>8.2f}   "
+            f"| {ref['mean_ms']:>10.2f} {ref['p50_ms']:>8.2f} {ref['p99_ms']:>8.2f}    | {ratio:>9.3f} "
+            f"| {ours['mean_ms'] / ref['mean_ms']:>10.3f} | {batch * 1e3 / ours['mean_ms']:>11.0f} "
+            f"| {batch * 1e3 / ref['mean_ms']:>12.0f}"
+        )
+    worst = max(rows)
+    verdict = "met" if worst <= TARGET_RATIO else "NOT met"
+    print(f"target: flmjax <= {TARGET_RATIO:.2f} x PyTorch per frame (median); worst ratio {worst:.3f}: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
