@@ -247,7 +247,7 @@ def _word_timings(entry: SpeechEntry, seg_index: int, tok: Any) -> list[layouts.
     out, cursor = [], 0
     for w in seg.words:
         at = seg.text.find(w.text, cursor)
-        spaced = at > 0 and seg.text[at - 1].isspace() if at >= 0 else bool(out)
+        spaced = (at > 0 and seg.text[at - 1].isspace()) if at >= 0 else bool(out)
         cursor = at + len(w.text) if at >= 0 else cursor
         out.append(layouts.WordTiming(tok.encode((" " if spaced else "") + w.text), w.start - seg.start, w.end - seg.start))
     return out
@@ -422,6 +422,8 @@ def prepare_corpus(
     (out / records.INDEX).unlink(missing_ok=True)  # the folder is unfinished until the index is back
     lead = opts.layout_config.lead_frames
     noise = _NoiseBank(opts.noise_dir, opts.seed) if kind == "dialogs" and opts.augment and todo else None
+    if noise is not None and opts.noise_dir is None:
+        log("augmentation noise: synthetic white/pink/brown noise (give a noise folder for real noise)")
     seconds = 0.0
     pool = _pool(workers) if todo else None
     bar = tqdm(total=sum(len(spans[s]) for s in todo), unit="entry", disable=not progress, desc=f"prepare {out.name}")
