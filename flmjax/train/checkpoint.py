@@ -133,17 +133,19 @@ class RunCheckpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: TrainState, data_iterator: Any) -> None:
-        """Start saving `state` (after `step` updates); returns before the arrays are written."""
+    def save(self, step: int, state: TrainState, data_iterator: Any | None) -> None:
+        """Start saving `state` (after `step` updates) and the data iterator's position; returns before
+        the arrays are written."""
         if step in self.manager.all_steps():
             return
-        args = ocp.args.Composite(
+        items = dict(
             params=ocp.args.StandardSave(state.params),
             opt_state=ocp.args.StandardSave(state.opt_state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
             meta=ocp.args.JsonSave({**self._meta, "step": step}),
         )
-        self.manager.save(step, args=args, force=True)
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore_latest(self, target: TrainState, data_iterator: Any) -> TrainState:
         step = self.latest_step()

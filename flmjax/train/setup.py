@@ -142,6 +142,11 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
         mesh = make_mesh(m.data, m.fsdp, m.tensor)
     except ValueError as e:
         raise ConfigError(f"mesh: {e}") from None
+    rows = config.data.global_batch // config.micro_batches
+    if rows % (mesh.shape["data"] * mesh.shape["fsdp"]):
+        raise ConfigError(
+            f"a micro-batch of {rows} sequences does not split over data x fsdp = {mesh.shape['data'] * mesh.shape['fsdp']} devices"
+        )
     total = config.total_steps(data.samples_per_epoch)
     schedule = learning_rate_schedule(config.optimizer, total)
     optimizer = make_optimizer(config.optimizer)
