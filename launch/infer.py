@@ -28,7 +28,7 @@ import numpy as np
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory (config.json + safetensors)")
+    p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory, or an flmjax trainer checkpoint")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weights and compute dtype")
     p.add_argument("--window", type=int, default=None, help="KV cache frames (default: max_position_embeddings)")
     p.add_argument("--greedy", action="store_true", help="argmax decoding, no repetition penalty (deterministic)")
@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     codes.add_argument("--user-codes", help="int32 .npy [B, S, 8] of user Mimi codes")
     codes.add_argument("--out-codes", help="where to write int32 .npy [B, S-1, 9]")
     audio = p.add_argument_group("audio level")
-    audio.add_argument("--input", help="user audio (wav; resampled to 24 kHz, mixed to mono)")
-    audio.add_argument("--output", help="reply wav, same length and sample rate as the input")
+    audio.add_argument("--input", help="user audio (wav/flac/ogg/mp3; mixed to mono, resampled to 24 kHz)")
+    audio.add_argument("--output", help="reply wav (16-bit), same length and sample rate as the input")
     audio.add_argument("--text", help="where to write the model's monologue text")
     audio.add_argument("--mimi", help="kyutai Mimi safetensors file, or 'random' (random weights: demos/tests)")
     args = p.parse_args(argv)
@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from flmjax import FLMAudio
-    from flmjax.config import ModelConfig
     from flmjax.infer.decoder import Decoder
     from flmjax.infer.offline import (
         check_user_codes,
@@ -76,14 +75,14 @@ def run(args: argparse.Namespace) -> int:
         write_reply_audio,
     )
     from flmjax.infer.sampling import SamplingSettings
+    from flmjax.tokens import CODEBOOK_SIZE, NUM_CODEBOOKS
 
     settings = SamplingSettings(seed=args.seed)
     if args.greedy:
         settings = settings.greedy_deterministic()
-    config = ModelConfig.from_json_file(os.path.join(args.checkpoint, "config.json"))
-    # Inputs are checked before the (slow) model load.
+    # Inputs are checked before the (slow) model load, against Mimi's geometry (and again against the model's).
     if args.user_codes:
-        user_codes = check_user_codes(np.load(args.user_codes), config.num_codebooks, config.tokens.codebook_size)
+        user_codes = check_user_codes(np.load(args.user_codes), NUM_CODEBOOKS, CODEBOOK_SIZE)
     else:
         user_audio = read_user_audio(args.input)
         if args.mimi != "random" and not os.path.isfile(args.mimi):

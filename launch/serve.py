@@ -19,7 +19,7 @@ import time
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory (config.json + safetensors)")
+    p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory, or an flmjax trainer checkpoint")
     p.add_argument("--mimi", required=True, help="kyutai Mimi safetensors file, or 'random' (random weights: demos)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 exposes the server)")
     p.add_argument("--port", type=int, default=8990)
@@ -39,14 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from flmjax import FLMAudio
-    from flmjax.config import ModelConfig
     from flmjax.infer.sampling import SamplingSettings
     from flmjax.infer.server import ChatServer
     from flmjax.infer.session import Session
     from flmjax.mimi import Mimi
 
     try:
-        ModelConfig.from_json_file(os.path.join(args.checkpoint, "config.json"))
         if args.mimi != "random" and not os.path.isfile(args.mimi):
             raise FileNotFoundError(f"{args.mimi}: no such Mimi weights file")
         settings = SamplingSettings(seed=args.seed)

@@ -115,8 +115,10 @@ def test_cli_rejects_bad_input(checkpoint, tmp_path, capsys):
     args = ["--user-codes", str(tmp_path / "bad.npy"), "--out-codes", str(tmp_path / "o.npy")]
     assert infer.main(["--checkpoint", str(checkpoint), *args]) == 2
     assert "[0, 2048)" in capsys.readouterr().err
-    assert infer.main(["--checkpoint", str(tmp_path / "nowhere"), *args]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    np.save(tmp_path / "good.npy", np.zeros((1, 4, 8), np.int32))
+    good = ["--user-codes", str(tmp_path / "good.npy"), "--out-codes", str(tmp_path / "o.npy")]
+    assert infer.main(["--checkpoint", str(tmp_path / "nowhere"), *good]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
 
 

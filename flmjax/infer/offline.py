@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
-import sphn
+import soundfile
 
+from flmjax import audio
 from flmjax.infer.decoder import Decoder, DecoderState
 from flmjax.infer.sampling import SamplingSettings
 from flmjax.infer.session import Session
@@ -90,29 +90,19 @@ class UserAudio(NamedTuple):
 
 def read_user_audio(path: str) -> UserAudio:
     """A recording as mono 24 kHz float32 (channels averaged, resampled); one-line errors for bad files."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such audio file")
-    try:
-        data, sample_rate = sphn.read(path)
-    except Exception as e:  # the decoder raises its own types; the file is what matters
-        raise ValueError(f"{path}: cannot decode audio ({e})") from None
-    data = np.asarray(data, np.float32)
-    if data.ndim != 2 or data.shape[-1] == 0:
-        raise ValueError(f"{path}: empty audio")
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{path}: audio holds NaN or infinite samples")
-    mono = data.mean(axis=0)
-    pcm = mono if sample_rate == SAMPLE_RATE else np.asarray(sphn.resample(mono, sample_rate, SAMPLE_RATE), np.float32)
-    return UserAudio(pcm, int(sample_rate), int(mono.shape[0]))
+    pcm, sample_rate = audio.load_audio(path)
+    mono = audio.to_mono(pcm)
+    if not np.all(np.isfinite(mono)):
+        raise audio.AudioError(f"{path}: audio holds NaN or infinite samples")
+    return UserAudio(audio.resample(mono, sample_rate, SAMPLE_RATE)[0], sample_rate, mono.shape[-1])
 
 
 def write_reply_audio(path: str, reply: np.ndarray, like: UserAudio) -> None:
-    """Write the 24 kHz reply at the input's sample rate and exact length (time-aligned with it)."""
-    if like.sample_rate != SAMPLE_RATE:
-        reply = np.asarray(sphn.resample(reply, SAMPLE_RATE, like.sample_rate), np.float32)
+    """Write the 24 kHz reply as 16-bit wav at the input's sample rate and exact length (time-aligned)."""
+    reply = audio.resample(reply, SAMPLE_RATE, like.sample_rate)[0]
     out = np.zeros(like.num_samples, np.float32)
     out[: min(len(reply), like.num_samples)] = reply[: like.num_samples]
-    sphn.write_wav(path, out, like.sample_rate)
+    soundfile.write(path, np.clip(out, -1.0, 1.0), like.sample_rate, subtype="PCM_16")
 
 
 def reply_to_audio(session: Session, pcm: np.ndarray) -> tuple[np.ndarray, str, list[float]]:
