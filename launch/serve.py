@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flmjax import FLMAudio
     from flmjax.infer.sampling import SamplingSettings
-    from flmjax.infer.server import ChatServer
+    from flmjax.infer.server import ChatServer, PathOnlyAccessLogger
     from flmjax.infer.session import Session
     from flmjax.mimi import Mimi
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     session.warm_up()
     log.info("compiled the frame program in %.1f s", time.perf_counter() - start)
     log.info("serving %d slots at http://%s:%d/ (token %s)", args.slots, args.host, args.port, "required" if args.token else "off")
-    web.run_app(server.app(), host=args.host, port=args.port, print=None)
+    web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log_class=PathOnlyAccessLogger)
     return 0
 
 

@@ -205,3 +205,15 @@ def test_browser_page_is_served(server):
     with serving(server.app()) as base:
         status, html, script = asyncio.run(run(base))
     assert status == 200 and "static/client.js" in html and script == 200
+
+
+def test_serve_cli_rejects_a_missing_checkpoint(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "launch" / "serve.py"
+    spec = importlib.util.spec_from_file_location("launch_serve", path)
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    assert serve.main(["--checkpoint", str(tmp_path / "nowhere"), "--mimi", "random"]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import sphn
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractAccessLogger
 
 from flmjax.infer.sampling import SamplingSettings, SettingsError
 from flmjax.infer.session import Session
@@ -45,6 +46,13 @@ class ServerLimits:
     max_queued_input_s: float = 60.0  # per connection, audio received but not yet stepped
     max_unsent_output_s: float = 10.0  # per connection, reply audio not yet taken by the client
     max_message_bytes: int = 1 << 20
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without query strings: they may carry the access token."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, request.path, response.status, time)
 
 
 class Outbox:
