@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from flmjax.mimi.config import MimiConfig
-from flmjax.mimi.conv import UNSET
+from flmjax.mimi.conv import UNSET, dense
 
 
 class ResidualVQ(nn.Module):
@@ -31,7 +31,7 @@ class ResidualVQ(nn.Module):
 
     def encode(self, latent: jax.Array) -> jax.Array:
         """[B, T, dimension] -> codes [B, T, num_codebooks] (int32)."""
-        residual = latent @ self.input_proj
+        residual = dense(latent, self.input_proj)
         codes = []
         for codebook in self.codebooks:
             # argmin |r - e|^2 = argmin |e|^2 - 2 r.e (|r|^2 is the same for every entry)
@@ -44,7 +44,7 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: jax.Array) -> jax.Array:
         """codes [B, T, num_codebooks] -> [B, T, dimension]."""
         quantized = sum(codebook[codes[..., i]] for i, codebook in enumerate(self.codebooks))
-        return quantized @ self.output_proj
+        return dense(quantized, self.output_proj)
 
 
 class SplitResidualVQ(nn.Module):

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 
 from flmjax.mimi.config import MimiConfig
-from flmjax.mimi.conv import CausalConv1d, CausalConvTranspose1d
+from flmjax.mimi.conv import CausalConv1d, CausalConvTranspose1d, elu
 
 
 class ResidualUnit(nn.Module):
@@ -30,8 +30,8 @@ class ResidualUnit(nn.Module):
         return {"conv_in": self.conv_in.init_state(batch_size), "conv_out": self.conv_out.init_state(batch_size)}
 
     def __call__(self, x: jax.Array, state: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
-        h, conv_in = self.conv_in(nn.elu(x), state["conv_in"])
-        h, conv_out = self.conv_out(nn.elu(h), state["conv_out"])
+        h, conv_in = self.conv_in(elu(x), state["conv_in"])
+        h, conv_out = self.conv_out(elu(h), state["conv_out"])
         return x + h, {"conv_in": conv_in, "conv_out": conv_out}
 
 
@@ -52,7 +52,7 @@ class EncoderStage(nn.Module):
 
     def __call__(self, x: jax.Array, state: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
         x, residual = self.residual(x, state["residual"])
-        x, strided_conv = self.strided_conv(nn.elu(x), state["strided_conv"])
+        x, strided_conv = self.strided_conv(elu(x), state["strided_conv"])
         return x, {"residual": residual, "strided_conv": strided_conv}
 
 
@@ -76,7 +76,7 @@ class DecoderStage(nn.Module):
         }
 
     def __call__(self, x: jax.Array, state: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
-        x, transposed_conv = self.transposed_conv(nn.elu(x), state["transposed_conv"])
+        x, transposed_conv = self.transposed_conv(elu(x), state["transposed_conv"])
         x, residual = self.residual(x, state["residual"])
         return x, {"transposed_conv": transposed_conv, "residual": residual}
 
@@ -99,7 +99,7 @@ class _SEANet(nn.Module):
         for stage, stage_state in zip(self.stages, state["stages"]):
             x, stage_state = stage(x, stage_state)
             stages.append(stage_state)
-        x, output_conv = self.output_conv(nn.elu(x), state["output_conv"])
+        x, output_conv = self.output_conv(elu(x), state["output_conv"])
         return x, {"input_conv": input_conv, "stages": stages, "output_conv": output_conv}
 
 

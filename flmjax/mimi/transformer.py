@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from flmjax.mimi.config import MimiConfig
-from flmjax.mimi.conv import UNSET
+from flmjax.mimi.conv import UNSET, dense
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, max_period: float) -> jax.Array:
@@ -80,14 +80,14 @@ class TransformerLayer(nn.Module):
     def _qkv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         c = self.config
         batch, steps, _ = x.shape
-        qkv = (self.norm1(x) @ self.in_proj).reshape(batch, steps, 3, c.num_heads, c.head_dim)
+        qkv = dense(self.norm1(x), self.in_proj).reshape(batch, steps, 3, c.num_heads, c.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         return apply_rope(q, positions, c.max_period), apply_rope(k, positions, c.max_period), v
 
     def _finish(self, x: jax.Array, attended: jax.Array) -> jax.Array:
-        x = x + self.layer_scale_1 * (attended.reshape(x.shape) @ self.out_proj)
-        hidden = jax.nn.gelu(self.norm2(x) @ self.linear1, approximate=False)
-        return x + self.layer_scale_2 * (hidden @ self.linear2)
+        x = x + self.layer_scale_1 * dense(attended.reshape(x.shape), self.out_proj)
+        hidden = jax.nn.gelu(dense(self.norm2(x), self.linear1), approximate=False)
+        return x + self.layer_scale_2 * dense(hidden, self.linear2)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Whole sequence [B, T, d], positions 0..T-1."""
