@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import threading
+from pathlib import Path
 
 import numpy as np
 from aiohttp import web
@@ -51,6 +53,15 @@ def speech_like(frames: int, seed: int = 0, sample_rate: int = 24_000) -> np.nda
     tone = np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate)
     envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) * (t % 1.5 < 1.0)
     return (0.3 * envelope * tone + 0.01 * rng.normal(size=t.shape)).astype(np.float32)
+
+
+def load_launcher(name: str):
+    """A script of launch/ as a module (its `main(argv)` runs in this process)."""
+    path = Path(__file__).resolve().parents[1] / "launch" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"launch_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextlib.contextmanager

@@ -1,9 +1,7 @@
 """The streaming decoder against the teacher-forced forward, a PyTorch release-style loop, and itself
 (independent streams joining late, long conversations on a small window, no recompilation)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,18 +11,10 @@ from flmjax import FLMAudio
 from flmjax.infer.decoder import Decoder
 from flmjax.infer.offline import decode_user_codes
 from flmjax.infer.sampling import SamplingSettings
-from tests.infer_helpers import tiny_model
+from tests.infer_helpers import load_launcher, tiny_model
 
 GREEDY = SamplingSettings().greedy_deterministic()
 FRAMES = 12
-
-
-def load_launcher(name):
-    path = Path(__file__).resolve().parents[1] / "launch" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"launch_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

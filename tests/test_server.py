@@ -10,7 +10,7 @@ import sphn
 
 from flmjax.infer.sampling import SamplingSettings
 from flmjax.infer.server import ChatServer, Outbox
-from tests.infer_helpers import serving, shared_session, speech_like
+from tests.infer_helpers import load_launcher, serving, shared_session, speech_like
 
 SLOTS = 8
 TIMEOUT = 120
@@ -208,12 +208,6 @@ def test_browser_page_is_served(server):
 
 
 def test_serve_cli_rejects_a_missing_checkpoint(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "launch" / "serve.py"
-    spec = importlib.util.spec_from_file_location("launch_serve", path)
-    serve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve)
+    serve = load_launcher("serve")
     assert serve.main(["--checkpoint", str(tmp_path / "nowhere"), "--mimi", "random"]) == 2
     assert "no such checkpoint directory" in capsys.readouterr().err

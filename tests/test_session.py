@@ -1,9 +1,6 @@
 """Sessions: audio in -> reply audio (same length) + text, wired exactly as Mimi stream -> decoder -> Mimi
 stream; reset equals a fresh session; the text stream; the audio-level CLI."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import sphn
@@ -14,7 +11,7 @@ from flmjax.infer.offline import reply_to_audio
 from flmjax.infer.sampling import SamplingSettings
 from flmjax.infer.session import Session
 from flmjax.infer.text import TextStream
-from tests.infer_helpers import small_mimi, speech_like, tiny_model
+from tests.infer_helpers import load_launcher, small_mimi, speech_like, tiny_model
 
 FRAMES = 10
 HOT = SamplingSettings(text_temperature=0.8, audio_temperature=0.8, seed=3)
@@ -110,10 +107,7 @@ def test_cli_audio_level(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     pcm16 = np.asarray(sphn.resample(speech_like(6, seed=6), 24000, 16000), np.float32)[:7000]
     sphn.write_wav(str(tmp_path / "user.wav"), pcm16, 16000)
-    path = Path(__file__).resolve().parents[1] / "launch" / "infer.py"
-    spec = importlib.util.spec_from_file_location("launch_infer", path)
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
+    infer = load_launcher("infer")
     args = ["--checkpoint", str(tmp_path / "ckpt"), "--mimi", "random", "--input", str(tmp_path / "user.wav"),
             "--output", str(tmp_path / "reply.wav"), "--text", str(tmp_path / "out.txt")]  # fmt: skip
     assert infer.main(args) == 0
