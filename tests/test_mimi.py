@@ -314,10 +314,14 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 2048\)"):
         mimi.decode(np.full((1, 8, 3), 2048, np.int32))
     stream = mimi.streaming(batch_size=2)
-    with pytest.raises(ValueError, match="whole 80 ms frames"):
+    with pytest.raises(ValueError, match="whole 80 ms frames: got 1000 samples"):
         stream.encode(np.zeros((2, 1, 1000), np.float32))
-    with pytest.raises(ValueError, match=r"\[2, 1, k \* 1920\]"):
+    with pytest.raises(ValueError, match="whole 80 ms frames: got 0 samples"):
+        mimi.encode_step(mimi.params, mimi.init_state(2), jnp.zeros((2, 1, 0)))
+    with pytest.raises(ValueError, match="this stream has 2 rows"):
         stream.encode(np.zeros((3, 1, FRAME), np.float32))
+    with pytest.raises(ValueError, match=r"codes \[2, 8, k >= 1\]"):
+        stream.decode(np.zeros((2, 8, 0), np.int32))
     with pytest.raises(ValueError, match="n_q must be between 1 and 32"):
         Mimi(mimi.params, n_q=33)
 

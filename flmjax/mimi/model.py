@@ -83,6 +83,12 @@ class MimiModel(nn.Module):
 
     def encode_frames(self, state: StreamState, pcm: jax.Array) -> tuple[StreamState, jax.Array]:
         """Encode-side state, pcm [B, 1, k * frame_size] -> (new state, codes [B, n_q, k])."""
+        size = self.config.frame_size
+        if pcm.shape[-1] == 0 or pcm.shape[-1] % size:
+            raise ValueError(
+                f"Mimi streams whole 80 ms frames: got {pcm.shape[-1]} samples, not a positive multiple of {size} "
+                "(buffer the audio into frames first)"
+            )
         x, encoder = self.encoder(pcm.transpose(0, 2, 1), state["encoder"])
         x, encoder_transformer = self.encoder_transformer.step(x, state["encoder_transformer"])
         x, downsample = self.downsample(x, state["downsample"])
