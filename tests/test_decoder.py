@@ -68,6 +68,26 @@ def test_greedy_decoding_reproduces_teacher_forced_argmax(model, user_codes, gre
     assert len(set(sampled[..., 0].ravel())) > 3  # a random model's argmax moves: the test can fail
 
 
+def test_bf16_decoding_reproduces_bf16_teacher_forced_argmax(checkpoint, user_codes):
+    """The serving dtype: the step loop and the forward agree in bf16 too (weights, activations, cache).
+    One column at a time and all columns at once round differently in bf16, so ids whose top-2 logits
+    lie within bf16 noise of each other are left out (a tie either way is right)."""
+    model = FLMAudio.from_pretrained(checkpoint, dtype="bfloat16")
+    _, sampled, _ = decode_user_codes(Decoder(model, batch_size=2, window=64), user_codes, GREEDY)
+    columns = teacher_forced_columns(model.config.tokens, user_codes, sampled)
+    text_logits, audio_logits = (np.asarray(x, np.float32) for x in model.forward(columns))
+
+    def clear_argmax(logits):
+        top2 = np.sort(logits, axis=-1)[..., -2:]
+        return logits.argmax(-1), top2[..., 1] - top2[..., 0] > 0.1  # bf16 keeps ~3 digits of logits ~1-4
+
+    text, text_clear = clear_argmax(text_logits)
+    audio, audio_clear = clear_argmax(audio_logits[..., :2048])
+    clear = np.concatenate([text_clear[..., None], audio_clear], axis=-1)
+    assert clear.mean() > 0.5  # most ids are clear-cut: the comparison is not vacuous
+    np.testing.assert_array_equal(sampled[clear], np.concatenate([text[..., None], audio], axis=-1)[clear])
+
+
 @pytest.mark.reference
 def test_matches_release_style_pytorch_loop(checkpoint, user_codes, greedy_run):
     import torch
