@@ -11,38 +11,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flmjax.mimi.ops import UNSET, dense
+
 State = dict[str, jax.Array]
-
-
-# Matmuls of at most this many rows (one stream's 25 Hz step pair at batch 1) run as one matrix-vector
-# product per row: XLA:CPU streams the weights for those faster than for a 2-row matmul (measured in
-# launch/bench_mimi.py), and at batch 1 the step is bound by reading ~270 MB of weights.
-ROWS_AS_VECTORS = 2
-
-
-def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """x [..., in] @ kernel [in, out]."""
-    rows = x.reshape(-1, x.shape[-1])
-    if rows.shape[0] > ROWS_AS_VECTORS:
-        return x @ kernel
-    return jnp.stack([row @ kernel for row in rows]).reshape(*x.shape[:-1], kernel.shape[-1])
-
-
-def elu(x: jax.Array) -> jax.Array:
-    """ELU with exp(x) - 1 rather than expm1(x): twice as fast on XLA:CPU, off by < 1.2e-7 near 0."""
-    return jnp.where(x > 0, x, jnp.exp(jnp.minimum(x, 0)) - 1)
-
-
-# Flax never draws Mimi's parameters: they come from a kyutai checkpoint or `weights.random_params`,
-# the one table of every tensor's name, shape and random distribution. `init` only reveals shapes.
-UNSET = nn.initializers.zeros_init()
 
 
 class CausalConv1d(nn.Module):
     """Conv1d padded on the left only, so output step t sees inputs up to t.
 
-    The state keeps the last `(kernel_size - 1) * dilation + 1 - stride` input steps (zeros at the start,
-    or copies of the first input step with `replicate_padding`). Each call needs `T % stride == 0`.
+    The state keeps the last `kernel_size - stride` input steps (zeros at the start, or copies of the
+    first input step with `replicate_padding`). Each call needs `T % stride == 0`.
     Kernel layout [kernel_size, in_features, features].
     """
 
@@ -50,13 +28,12 @@ class CausalConv1d(nn.Module):
     features: int
     kernel_size: int
     stride: int = 1
-    dilation: int = 1
     use_bias: bool = True
     replicate_padding: bool = False
 
     @property
     def context(self) -> int:
-        return (self.kernel_size - 1) * self.dilation + 1 - self.stride
+        return self.kernel_size - self.stride
 
     def init_state(self, batch_size: int) -> State:
         state: State = {}
@@ -79,9 +56,7 @@ class CausalConv1d(nn.Module):
                 new_state["first"] = jnp.zeros_like(state["first"])
             x = jnp.concatenate([previous, x], axis=1)
             new_state["previous"] = x[:, x.shape[1] - self.context :]
-        y = jax.lax.conv_general_dilated(
-            x, kernel, (self.stride,), "VALID", rhs_dilation=(self.dilation,), dimension_numbers=("NWC", "WIO", "NWC")
-        )
+        y = jax.lax.conv_general_dilated(x, kernel, (self.stride,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
         if self.use_bias:
             y = y + self.param("bias", UNSET, (self.features,))
         return y, new_state

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from flmjax.mimi.config import MimiConfig
-from flmjax.mimi.conv import UNSET, dense
+from flmjax.mimi.ops import UNSET, dense
 
 
 class ResidualVQ(nn.Module):

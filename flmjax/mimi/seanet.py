@@ -11,7 +11,8 @@ import flax.linen as nn
 import jax
 
 from flmjax.mimi.config import MimiConfig
-from flmjax.mimi.conv import CausalConv1d, CausalConvTranspose1d, elu
+from flmjax.mimi.conv import CausalConv1d, CausalConvTranspose1d
+from flmjax.mimi.ops import elu
 
 
 class ResidualUnit(nn.Module):

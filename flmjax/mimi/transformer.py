@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from flmjax.mimi.config import MimiConfig
-from flmjax.mimi.conv import UNSET, dense
+from flmjax.mimi.ops import UNSET, dense
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, max_period: float) -> jax.Array:
@@ -32,7 +32,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Arr
     """Softmax attention; q [..., Tq, H, D], k/v [..., Tk, H, D], mask [..., Tq, Tk] -> [..., Tq, H, D]."""
     scores = jnp.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(q.shape[-1])
     scores = jnp.where(mask[..., None, :, :], scores, -jnp.inf)
-    return jnp.einsum("...hqk,...khd->...qhd", jax.nn.softmax(scores, axis=-1), v)
+    out = jnp.einsum("...hqk,...khd->...hqd", jax.nn.softmax(scores, axis=-1), v)
+    return jnp.swapaxes(out, -3, -2)  # XLA:CPU is slow when the matmul itself writes [..., q, h, d]
 
 
 def banded_attention(q: jax.Array, k: jax.Array, v: jax.Array, context: int) -> jax.Array:
@@ -113,8 +114,8 @@ class TransformerLayer(nn.Module):
         mask = (key_pos[:, None, :] >= 0) & (delta >= 0) & (delta < self.config.context)
         scores = jnp.einsum("bqhd,bhdk->bhqk", q, keys) / math.sqrt(q.shape[-1])
         weights = jax.nn.softmax(jnp.where(mask[:, None], scores, -jnp.inf), axis=-1)
-        attended = jnp.einsum("bhqk,bhkd->bhqd", weights, values).transpose(0, 2, 1, 3)  # XLA:CPU is slow
-        return self._finish(x, attended), {"keys": keys, "values": values}  # when the dot writes bqhd
+        attended = jnp.einsum("bhqk,bhkd->bhqd", weights, values).transpose(0, 2, 1, 3)  # see `attend`
+        return self._finish(x, attended), {"keys": keys, "values": values}
 
 
 class Transformer(nn.Module):
