@@ -324,6 +324,8 @@ def test_bad_inputs_are_clear_errors():
         stream.decode(np.zeros((2, 8, 0), np.int32))
     with pytest.raises(ValueError, match="n_q must be between 1 and 32"):
         Mimi(mimi.params, n_q=33)
+    with pytest.raises(ValueError, match="quantizer/acoustic/codebook_7: expected shape \\(2048, 256\\), got None"):
+        Mimi(mimi.params, n_q=9)
 
 
 def test_config_numbers():

@@ -24,12 +24,15 @@ class Mimi:
     Streaming: `streaming(B)` gives a stream holding its own state. For fusing Mimi into another jitted
     program, `init_state`, `encode_step`, `decode_step` and `reset_state` are pure functions of
     (params, state, inputs); the state is a pytree whose leaves all have the stream axis first.
+    Jitted, state-donating versions: `encode_frames(params, state["encode"], pcm)`,
+    `decode_frames(params, state["decode"], codes)` and `reset_streams(state, mask)`.
     """
 
     def __init__(self, params: Params, n_q: int = 8, config: MimiConfig = MimiConfig()) -> None:
         """`params` as built by `from_pretrained` / `random` for the same `n_q` (its codebooks)."""
         if not config.n_q_semantic <= n_q <= config.total_codebooks:
             raise ValueError(f"n_q must be between {config.n_q_semantic} and {config.total_codebooks}, got {n_q}")
+        weights.check_params(params, config, n_q)
         self.params = params
         self.n_q = n_q
         self.config = config

@@ -138,6 +138,19 @@ def kyutai_layout(config: MimiConfig, n_q: int) -> tuple[list[Entry], list[Codeb
     return entries, codebooks
 
 
+def check_params(params: dict[str, Any], config: MimiConfig, n_q: int) -> None:
+    """Raise a ValueError naming the first parameter missing, extra or mis-shaped for (config, n_q)."""
+    entries, codebooks = kyutai_layout(config, n_q)
+    expected = {e.path: e.shape for e in entries} | {cb.path: cb.shape for cb in codebooks}
+    got = {path: tuple(leaf.shape) for path, leaf in flax.traverse_util.flatten_dict(params).items()}
+    for path in sorted(expected.keys() | got.keys()):
+        if expected.get(path) != got.get(path):
+            raise ValueError(
+                f"Mimi parameter {'/'.join(path)}: expected shape {expected.get(path)}, got {got.get(path)} "
+                f"(params built for another n_q or config? this Mimi has n_q={n_q})"
+            )
+
+
 def random_params(config: MimiConfig, n_q: int, seed: int = 0) -> dict[str, Any]:
     """Random parameters: PyTorch-like fan-in scales, unit norms, layer scale 0.01, N(0, 0.01) codebooks.
 
