@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 
 from flmjax.config import ConfigError
 from flmjax.train.config import load_stages, parse_override
@@ -65,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for config in stages:
+            started = time.perf_counter()
             result = train(config)
+            seconds = time.perf_counter() - started
             results.append(result)
             print(
-                f"{config.stage}: steps {result.step}/{result.total_steps} in {result.run_dir} "
+                f"{config.stage}: steps {result.step}/{result.total_steps} in {seconds:.0f} s, {result.run_dir} "
                 f"(started from {result.source}); last loss {result.last.get('loss', float('nan')):.4f}"
             )
             if result.preempted:

@@ -1,4 +1,5 @@
-"""Synthetic training batches with the data pipeline's interface, for trainer tests.
+"""Synthetic training data for trainer tests: batches with the data pipeline's interface, and small
+prepared corpora the real pipeline reads.
 
 Samples are delayed columns like the real pipeline's ({"tokens": int32 [T+1, 17], "weights": float32
 [T+1, 17]}): learnable patterns (a text run, `<wait>`, speak codes that repeat with the text) so a
@@ -8,10 +9,13 @@ is checkpointable (`get_state`/`set_state`), so kill-and-resume tests see the re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grain
 import numpy as np
 
 from flmjax.config import ModelConfig
+from flmjax.data import records
 from flmjax.tokens import delay_streams
 
 
@@ -44,3 +48,20 @@ def synthetic_batches(
     index, count = shard
     ds = synthetic_dataset(config, frames, num_samples, seed)[index::count]
     return ds.shuffle(seed=seed).repeat().batch(batch, drop_remainder=True).to_iter_dataset().__iter__()
+
+
+def write_speech_corpus(root: Path, num_pairs: int, text_vocab: int, seed: int = 0) -> Path:
+    """A prepared corpus of (clip, sentence) pairs (random codes, 10..40 frames; 3..8 text ids below
+    `text_vocab`, so small test models can read it) in the data pipeline's on-disk format."""
+    rng = np.random.default_rng(seed)
+    pairs = [
+        records.pair_record(
+            {"id": f"pair{i}"}, rng.integers(0, 2048, (8, int(rng.integers(10, 40)))), rng.integers(0, text_vocab, int(rng.integers(3, 9))), None
+        )
+        for i in range(num_pairs)
+    ]
+    records.write_shard(root, 0, pairs, {"fingerprint": "synthetic", "errors": []})
+    silence = np.zeros((8, 1), np.int32)
+    records.write_index(root, {"kind": "speech", "records": num_pairs, "shards": [{"shard": 0, "records": num_pairs}],
+                               "silence_codes": silence.tolist()})  # fmt: skip
+    return root

@@ -84,11 +84,9 @@ def run_stage(stage: Stage) -> StageResult:
             stage.state, metrics = stage.train_step(stage.state, batch, learning_rate(stage, step))
             step += 1
             throughput.step()
-            if step == stage.start_step + 1:
-                jax.block_until_ready(metrics)
-                throughput.restart()  # the first step compiled: time the ones after it
             if step % log_cfg.every_steps == 0 or step == stage.total_steps or step == stage.start_step + 1:
-                last = logger.log(step, {**jax.device_get(metrics), **throughput.report()})
+                host_metrics = jax.device_get(metrics)  # waits for the step: the time below covers it
+                last = logger.log(step, {**host_metrics, **throughput.report()})
                 if bar is not None:
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{last.get('tokens_per_s', 0):.0f}")
             if bar is not None:

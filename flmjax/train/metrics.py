@@ -96,17 +96,17 @@ class MetricsLogger:
 
 
 class Throughput:
-    """Tokens/s, seconds per step and MFU over the steps since the last report."""
+    """Tokens/s, seconds per step and MFU over the steps since the last report; the first report gives
+    the first step's time alone (`first_step_s`: it includes compiling the step)."""
 
     def __init__(self, flops_per_step: float, tokens_per_step: int, peak_flops: float | None, num_devices: int):
         self.flops_per_step = flops_per_step
         self.tokens_per_step = tokens_per_step
         self.peak = peak_flops * num_devices if peak_flops else None
-        self._since = time.perf_counter()
-        self._steps = 0
+        self._first = True
+        self._restart()
 
-    def restart(self) -> None:
-        """Start timing afresh (after the first, compiling, step)."""
+    def _restart(self) -> None:
         self._since = time.perf_counter()
         self._steps = 0
 
@@ -114,11 +114,15 @@ class Throughput:
         self._steps += 1
 
     def report(self) -> dict[str, float]:
+        """Call after the reported steps' results are on the host (so the time covers their execution)."""
         if self._steps == 0:
             return {}
         seconds = (time.perf_counter() - self._since) / self._steps
+        self._restart()
+        if self._first:
+            self._first = False
+            return {"first_step_s": seconds}
         out = {"step_s": seconds, "tokens_per_s": self.tokens_per_step / seconds}
         if self.peak:
             out["mfu"] = self.flops_per_step / seconds / self.peak
-        self.restart()
         return out
