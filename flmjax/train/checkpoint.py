@@ -37,8 +37,8 @@ def _step_dirs(root: Path) -> list[Path]:
 
 def locate_step_dir(path: str | os.PathLike) -> Path:
     """The step directory a path names: a step directory itself, or the newest step of a run directory
-    (`<run>/checkpoints/<step>`) or of a checkpoints directory."""
-    path = Path(path)
+    (`<run>/checkpoints/<step>`) or of a checkpoints directory. Absolute, as Orbax requires."""
+    path = Path(path).resolve()
     if (path / "meta").is_dir() and (path / "params").is_dir():
         return path
     root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
