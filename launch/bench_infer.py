@@ -66,7 +66,11 @@ def main() -> None:
     parser.add_argument("--config", default="tiny", help="named ModelConfig of the random checkpoint")
     parser.add_argument("--frames", type=int, default=40, help="timed frames per batch size")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    # The reference loop is a long chain of small ops: extra intra-op threads only spin against each
+    # other (and other processes) on a small CPU; one thread is its fastest setting here.
+    parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     devices = ", ".join(sorted({d.platform for d in jax.devices()}))
     print(f"device: jax {devices}; torch cpu ({torch.get_num_threads()} threads); CPU only here, no GPU in this run")

@@ -12,10 +12,9 @@ from flmjax.infer.sampling import (
     SettingsError,
     StreamSampling,
     apply_repetition_penalty,
+    kept_ids,
     mask_ids_from,
-    nucleus,
     sample,
-    top_k_set,
 )
 
 
@@ -70,8 +69,10 @@ def test_nucleus_and_top_k_sets_equal_the_sorted_definitions():
     np.put_along_axis(want_p, order, kept_sorted, axis=-1)
     want_k = np.zeros_like(kept_sorted)
     np.put_along_axis(want_k, order, np.arange(300)[None] < top_k[:, None], axis=-1)
-    got_p = np.asarray(nucleus(jnp.asarray(probs), jnp.asarray(top_p)))
-    got_k = np.asarray(top_k_set(jnp.asarray(probs), jnp.asarray(top_k)))
+    no_p, no_k = jnp.zeros(64), jnp.zeros(64, jnp.int32)
+    got_p = np.asarray(kept_ids(jnp.asarray(probs), jnp.asarray(top_p), jnp.asarray(top_k)))  # top-p overrides top-k
+    got_k = np.asarray(kept_ids(jnp.asarray(probs), no_p, jnp.asarray(top_k)))
+    assert np.asarray(kept_ids(jnp.asarray(probs), no_p, no_k)).all()
     # Random data: no ties and no mass sitting exactly at p, so summation order cannot matter.
     np.testing.assert_array_equal(got_p, want_p)
     np.testing.assert_array_equal(got_k, want_k)

@@ -149,28 +149,42 @@ def _smallest_threshold(probs: jax.Array, above: Callable[[jax.Array], jax.Array
     return jax.lax.bitcast_convert_type(hi, jnp.float32)[:, None]
 
 
-def nucleus(probs: jax.Array, top_p: jax.Array) -> jax.Array:
-    """The release's top-p set: sorted by probability, an id is kept while the mass before it is <= p,
-    i.e. id i is kept iff the mass of the ids more probable than i is <= p. probs [B, V], top_p [B]."""
-    mass_above = lambda t: jnp.sum(jnp.where(probs > t, probs, 0.0), axis=-1)  # noqa: E731
-    return probs >= _smallest_threshold(probs, mass_above, top_p)
+def kept_ids(probs: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Which ids a row samples from (bool [B, V]): with top_p > 0 the release's nucleus (sorted by
+    probability, an id is kept while the mass before it is <= p, i.e. iff the mass of the ids more
+    probable than it is <= p); else with top_k > 0 the k most probable ids (ties with the k-th kept);
+    else every id. One threshold search serves both rules: each is "keep ids at or above t*"."""
+    use_p = (top_p > 0)[:, None]
+
+    def above(t: jax.Array) -> jax.Array:  # mass (top-p) or count (top-k) of the ids more probable than t
+        return jnp.sum(jnp.where(probs > t, jnp.where(use_p, probs, 1.0), 0.0), axis=-1)
+
+    limit = jnp.where(top_p > 0, top_p, (top_k - 1).astype(jnp.float32))
+    keep = probs >= _smallest_threshold(probs, above, limit)
+    return keep | ((top_p <= 0) & (top_k <= 0))[:, None]
 
 
-def top_k_set(probs: jax.Array, top_k: jax.Array) -> jax.Array:
-    """The k most probable ids of each row (ids tied with the k-th are all kept). probs [B, V], top_k [B]."""
-    count_above = lambda t: jnp.sum(probs > t, axis=-1)  # noqa: E731
-    return probs >= _smallest_threshold(probs, count_above, top_k - 1)
+def _first_above(w: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per row, the first index whose cumulative weight exceeds u (>= 0), never one of weight 0 (rounding
+    can put u at the very top: then the last index with weight), and the cumulative weight before it."""
+    cdf = jnp.cumsum(w, axis=-1)
+    last = w.shape[-1] - 1 - jnp.argmax(w[:, ::-1] > 0, axis=-1)
+    index = jnp.minimum(jnp.sum(cdf <= u[:, None], axis=-1), last)
+    before = jnp.take_along_axis(cdf - w, index[:, None], axis=-1)[:, 0]
+    return index, before
 
 
-def _draw(weights: jax.Array, keys: jax.Array) -> jax.Array:
-    """One id per row with probability proportional to weights [B, V] (>= 0, some > 0), by inverse CDF:
-    one uniform number a row (drawing V Gumbel numbers a row costs far more on some backends)."""
-    cdf = jnp.cumsum(weights, axis=-1)
-    u = jax.vmap(jax.random.uniform)(keys) * cdf[:, -1]
-    chosen = jnp.sum(cdf <= u[:, None], axis=-1)
-    # Rounding can put u at the very top: fall back to the last id with weight.
-    last = weights.shape[-1] - 1 - jnp.argmax(weights[:, ::-1] > 0, axis=-1)
-    return jnp.minimum(chosen, last).astype(jnp.int32)
+def _draw(weights: jax.Array, keys: jax.Array, block: int = 64) -> jax.Array:
+    """One id per row with probability proportional to weights [B, V] (>= 0, some > 0), by inverse CDF
+    with one uniform number a row (V Gumbel numbers a row cost far more on some backends). Two levels,
+    a block of ids then an id within it, because long cumulative sums are slow on CPU."""
+    b, v = weights.shape
+    blocks = jnp.pad(weights, ((0, 0), (0, -v % block))).reshape(b, -1, block)
+    mass = jnp.sum(blocks, axis=-1)
+    u = jax.vmap(jax.random.uniform)(keys) * jnp.sum(mass, axis=-1)
+    j, before = _first_above(mass, u)
+    k, _ = _first_above(jnp.take_along_axis(blocks, j[:, None, None], axis=1)[:, 0], jnp.maximum(u - before, 0.0))
+    return (j * block + k).astype(jnp.int32)
 
 
 def sample(logits: jax.Array, keys: jax.Array, params: StreamSampling) -> jax.Array:
@@ -181,12 +195,7 @@ def sample(logits: jax.Array, keys: jax.Array, params: StreamSampling) -> jax.Ar
     sampling = ~params.greedy & (params.temperature > 0)
     scaled = logits / jnp.where(sampling, params.temperature, 1.0)[:, None]
     probs = jax.nn.softmax(scaled, axis=-1)
-    keep = jnp.where(
-        (params.top_p > 0)[:, None],
-        nucleus(probs, params.top_p),
-        jnp.where((params.top_k > 0)[:, None], top_k_set(probs, jnp.maximum(params.top_k, 1)), True),
-    )
-    sampled = _draw(jnp.where(keep, probs, 0.0), keys)
+    sampled = _draw(jnp.where(kept_ids(probs, params.top_p, params.top_k), probs, 0.0), keys)
     return jnp.where(sampling, sampled, argmax)
 
 
