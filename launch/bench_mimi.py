@@ -1,9 +1,8 @@
 """Streaming Mimi, flmjax vs kyutai's `moshi` package: time per 80 ms frame (encode + decode), same weights.
 
 Both run the same random weights (moshi's model with randomised codebooks, handed to flmjax through a
-kyutai-named safetensors file) on the same audio, frame by frame (one after the other: interleaving the
-two libraries' thread pools frame by frame slows both). Compilation and the first frames are excluded;
-medians over frames; the codes of both are compared.
+kyutai-named safetensors file) on the same audio, frame by frame, taking turns in blocks of frames.
+Compilation and the first frames are excluded; medians over frames; the codes of both are compared.
 
     python launch/bench_mimi.py [--frames 40] [--batch-sizes 1 8]
 """
@@ -11,13 +10,10 @@ medians over frames; the codes of both are compared.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import os
 import statistics
 import tempfile
 import time
-from typing import Iterator
 
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 
@@ -27,7 +23,8 @@ import torch  # noqa: E402
 
 from flmjax.mimi import Mimi  # noqa: E402
 
-WARMUP_FRAMES = 3
+WARMUP_FRAMES = 3  # compilation happens in the first frame; a couple more to settle
+BLOCK = 5  # frames each contender runs before handing over
 
 
 def reference_mimi(seed: int = 0):  # -> moshi.models.compression.MimiModel
@@ -59,46 +56,22 @@ def test_audio(batch: int, frames: int, frame_size: int, sample_rate: int) -> np
     return np.stack(rows)[:, None].astype(np.float32)
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def time_frames(step, audio: np.ndarray, frame_size: int) -> list[float]:
-    """Seconds per frame of `step(frame)`, warm-up frames dropped."""
-    times = []
-    for i in range(audio.shape[-1] // frame_size):
-        frame = audio[..., i * frame_size : (i + 1) * frame_size]
-        start = time.perf_counter()
-        step(frame)
-        times.append(time.perf_counter() - start)
-    return times[WARMUP_FRAMES:]
-
-
 def bench(reference, mimi: Mimi, batch: int, frames: int) -> dict[str, float | bool]:
-    """Median seconds per frame of: moshi, flmjax fused step, flmjax MimiStream; codes compared."""
+    """Median seconds per frame of moshi and of flmjax (fused step, MimiStream); codes compared.
+
+    Every contender streams the same frames in order, keeping its own state; they take turns in blocks
+    of BLOCK frames so that a change in machine load hits all of them alike. moshi alternates between
+    torch's default thread count and one thread from block to block and is credited with the faster.
+    """
     size = mimi.frame_size
     audio = test_audio(batch, frames + WARMUP_FRAMES, size, mimi.sample_rate)
+    chunks = [audio[..., i * size : (i + 1) * size] for i in range(frames + WARMUP_FRAMES)]
+    codes: dict[str, list[np.ndarray]] = {"moshi": [], "fused": []}
 
-    reference_codes = []
-
-    def reference_step(frame: np.ndarray) -> None:
-        codes = reference.encode(torch.from_numpy(frame))
-        reference.decode(codes)
-        reference_codes.append(codes.numpy())
-
-    # moshi gets the better of torch's default thread count and one thread: on a busy machine its
-    # OpenMP threads wait on each other and one thread is many times faster.
-    reference_time = math.inf
-    for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
-        with torch.no_grad(), reference.streaming(batch), torch_threads(threads):
-            reference_codes.clear()
-            reference_time = min(reference_time, statistics.median(time_frames(reference_step, audio, size)))
+    def moshi_step(frame: np.ndarray) -> None:
+        out = reference.encode(torch.from_numpy(frame))
+        reference.decode(out)
+        codes["moshi"].append(out.numpy())
 
     def fused(params, state, frame):
         state, codes = mimi.encode_step(params, state, frame)
@@ -107,23 +80,36 @@ def bench(reference, mimi: Mimi, batch: int, frames: int) -> dict[str, float | b
 
     jitted = jax.jit(fused, donate_argnums=1)
     state = mimi.init_state(batch)
-    fused_codes = []
 
     def fused_step(frame: np.ndarray) -> None:
         nonlocal state
-        state, codes, pcm = jitted(mimi.params, state, jax.device_put(frame))
+        state, out, pcm = jitted(mimi.params, state, jax.device_put(frame))
         pcm.block_until_ready()
-        fused_codes.append(codes)
+        codes["fused"].append(np.asarray(out))
 
-    fused_times = time_frames(fused_step, audio, size)
     stream = mimi.streaming(batch)
-    stream_times = time_frames(lambda frame: stream.decode(stream.encode(frame)).block_until_ready(), audio, size)
-    codes_match = all((np.asarray(a) == b).all() for a, b in zip(fused_codes, reference_codes))
+    contenders = {"moshi": moshi_step, "fused": fused_step, "stream": lambda f: stream.decode(stream.encode(f)).block_until_ready()}
+    thread_counts = [torch.get_num_threads(), 1]
+    times: dict[str, list[float]] = {}
+    with torch.no_grad(), reference.streaming(batch):
+        for block, first in enumerate(range(0, len(chunks), BLOCK)):
+            for name, step in contenders.items():
+                threads = thread_counts[block % 2] if name == "moshi" else None
+                key = f"moshi/{threads}" if threads else name
+                torch.set_num_threads(threads or thread_counts[0])
+                time.sleep(0.05)  # let the other library's threads go idle
+                for i in range(first, min(first + BLOCK, len(chunks))):
+                    start = time.perf_counter()
+                    step(chunks[i])
+                    if i >= WARMUP_FRAMES:
+                        times.setdefault(key, []).append(time.perf_counter() - start)
+    torch.set_num_threads(thread_counts[0])
+    medians = {key: statistics.median(values) for key, values in times.items()}
     return {
-        "reference": reference_time,
-        "fused": statistics.median(fused_times),
-        "stream": statistics.median(stream_times),
-        "codes_match": codes_match,
+        "reference": min(value for key, value in medians.items() if key.startswith("moshi/")),
+        "fused": medians["fused"],
+        "stream": medians["stream"],
+        "codes_match": all((a == b).all() for a, b in zip(codes["fused"], codes["moshi"])),
     }
 
 
@@ -143,7 +129,7 @@ def main() -> None:
 
     print(f"Mimi streaming encode+decode per 80 ms frame on {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f});")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} (best of {torch.get_num_threads()} and 1 threads);")
-    print(f"median of {args.frames} frames after {WARMUP_FRAMES} warm-up")
+    print(f"median of {args.frames} frames after {WARMUP_FRAMES} warm-up, contenders taking turns every {BLOCK} frames")
     header = f"{'batch':>5} | {'moshi ms':>9} | {'flmjax fused ms':>15} {'ratio':>6} | {'flmjax stream ms':>16} {'ratio':>6} | {'flmjax frames/s':>15} | codes = moshi"
     print(header)
     print("-" * len(header))
