@@ -5,6 +5,7 @@ kyutai-named safetensors file) on the same audio, frame by frame, taking turns i
 Compilation and the first frames are excluded; medians over frames; the codes of both are compared.
 
     python launch/bench_mimi.py [--frames 40] [--batch-sizes 1 8]
+    taskset -c 0 python launch/bench_mimi.py   # both on one core: steadier when other jobs share the CPU
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ def main() -> None:
         save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
         mimi = Mimi.from_pretrained(path)
 
-    print(f"Mimi streaming encode+decode per 80 ms frame on {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f});")
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} (best of {torch.get_num_threads()} and 1 threads);")
+    cpus = len(os.sched_getaffinity(0))
+    threads = " or ".join(str(n) for n in sorted({torch.get_num_threads(), 1}, reverse=True))
+    print(f"Mimi streaming encode+decode per 80 ms frame on {cpus} CPU(s) (load average {os.getloadavg()[0]:.1f});")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} (moshi: the faster of {threads} threads);")
     print(f"median of {args.frames} frames after {WARMUP_FRAMES} warm-up, contenders taking turns every {BLOCK} frames")
     header = f"{'batch':>5} | {'moshi ms':>9} | {'flmjax fused ms':>15} {'ratio':>6} | {'flmjax stream ms':>16} {'ratio':>6} | {'flmjax frames/s':>15} | codes = moshi"
     print(header)
