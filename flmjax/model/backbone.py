@@ -99,11 +99,8 @@ class Attention(nn.Module):
         k = apply_rope(project("k", kvh, "kv_heads"), cos, sin)
         v = project("v", kvh, "kv_heads")
         q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
-        if cached_kv is None:
-            keys, values = k, v
-        else:
-            keys = jnp.concatenate([cached_kv[0], k], axis=1)
-            values = jnp.concatenate([cached_kv[1], v], axis=1)
+        # While decoding, the cache and the new columns are attended as two blocks (no copy of the cache).
+        keys, values = (k, v) if cached_kv is None else ((cached_kv[0], k), (cached_kv[1], v))
         b, s = q.shape[:2]
         out = attend(q.reshape(b, s, kvh, h // kvh, d), keys, values, mask, d**-0.5, cfg.attention_chunk)
         wo = param_with_axes(self, "o_proj_kernel", init, (h, d, e), param_dtype, ("q_heads", "head_dim", "embed"))

@@ -55,19 +55,28 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float, chunk: int = 0) -> jax.Array:
+def attend(q: jax.Array, keys, values, mask: jax.Array, scale: float, chunk: int = 0) -> jax.Array:
     """Grouped-query attention with fp32 softmax.
 
-    q [B, S, KV, G, D] (query head j*G+g is group g of kv head j, as HF `repeat_kv`), k/v [B, K, KV, D],
-    mask [B, S, K] (True = may attend). With `chunk` > 0 the queries are processed in blocks of that many
+    q [B, S, KV, G, D] (query head j*G+g is group g of kv head j, as HF `repeat_kv`); keys/values are one
+    array [B, K, KV, D] or a list of blocks whose lengths add up to K (a decoding step passes the cache
+    and the new columns as two blocks, so the cache is never copied into a concatenation); mask
+    [B, S, K] (True = may attend). With `chunk` > 0 the queries are processed in blocks of that many
     rows so a long sequence never holds the whole [S, K] score matrix at once.
     """
+    keys = list(keys) if isinstance(keys, (list, tuple)) else [keys]
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    splits = [k.shape[1] for k in keys]
 
     def block(q_blk: jax.Array, mask_blk: jax.Array) -> jax.Array:
-        scores = jnp.einsum("bskgd,btkd->bkgst", q_blk, k).astype(jnp.float32) * scale
+        scores = jnp.concatenate([jnp.einsum("bskgd,btkd->bkgst", q_blk, k) for k in keys], axis=-1)
+        scores = scores.astype(jnp.float32) * scale
         scores = jnp.where(mask_blk[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        return jnp.einsum("bkgst,btkd->bskgd", probs, v)
+        probs = jax.nn.softmax(scores, axis=-1).astype(values[0].dtype)
+        starts = [sum(splits[:i]) for i in range(len(splits))]
+        return sum(
+            jnp.einsum("bkgst,btkd->bskgd", probs[..., start : start + n], v) for start, n, v in zip(starts, splits, values)
+        )
 
     s = q.shape[1]
     if chunk <= 0 or s <= chunk:
