@@ -3,6 +3,10 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh -m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The browser test drives Debian's Chromium headless; install it when missing and we may (root).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --disable-pip-version-check -r requirements-test.txt -e .

@@ -98,18 +98,18 @@ def test_streams_keep_their_own_positions(model):
     np.testing.assert_allclose(np.stack(outs[1]), ref1[0, :4], atol=1e-5 * float(jnp.abs(ref1).max()))
 
 
-def _depformer_fn(model):
-    """Jitted teacher-forced depformer: (params, hidden [N, E], prev [N, 8]) -> logits [N, 8, A]."""
-    return jax.jit(lambda params, h, p: model.module.apply({"params": params}, h, p, method=lambda m, h, p: m.depformer(h, p)[0]))
+def _depformer_case(model, seed):
+    """A jitted teacher-forced depformer (params, hidden [N, E], prev [N, 8]) -> logits [N, 8, A], random
+    inputs for it, and its logits with the model's parameters."""
+    depformer = jax.jit(lambda params, h, p: model.module.apply({"params": params}, h, p, method=lambda m, h, p: m.depformer(h, p)[0]))
+    rng = np.random.default_rng(seed)
+    hidden = jnp.asarray(rng.normal(size=(3, model.config.hidden_size)), jnp.float32)
+    prev = jnp.asarray(rng.integers(0, 2048, (3, 8)), jnp.int32)
+    return depformer, hidden, prev, depformer(model.params, hidden, prev)
 
 
 def test_depformer_is_causal_over_positions(model):
-    cfg = model.config
-    rng = np.random.default_rng(5)
-    hidden = jnp.asarray(rng.normal(size=(3, cfg.hidden_size)), jnp.float32)
-    prev = jnp.asarray(rng.integers(0, 2048, (3, 8)), jnp.int32)
-    depformer = _depformer_fn(model)
-    base = depformer(model.params, hidden, prev)
+    depformer, hidden, prev, base = _depformer_case(model, seed=5)
     for c in range(1, 8):
         changed = prev.at[:, c:].set((prev[:, c:] + 7) % 2048)
         out = depformer(model.params, hidden, changed)
@@ -119,12 +119,7 @@ def test_depformer_is_causal_over_positions(model):
 
 
 def test_depformer_weights_are_per_position(model):
-    cfg = model.config
-    rng = np.random.default_rng(6)
-    hidden = jnp.asarray(rng.normal(size=(3, cfg.hidden_size)), jnp.float32)
-    prev = jnp.asarray(rng.integers(0, 2048, (3, 8)), jnp.int32)
-    depformer = _depformer_fn(model)
-    base = depformer(model.params, hidden, prev)
+    depformer, hidden, prev, base = _depformer_case(model, seed=6)
     params = jax.tree_util.tree_map(lambda x: x, model.params)
     gate = params["depformer"]["h"]["mlps_gate_proj"]
     params["depformer"]["h"]["mlps_gate_proj"] = gate.at[:, 3].add(0.5)  # mlps[3] of every layer
