@@ -6,7 +6,8 @@ which name is decided here, so a new mesh layout is a change to this table and n
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -78,3 +79,12 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
 def logical_to_mesh_sharding(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     """Map a pytree of logical PartitionSpecs (from `nn.get_partition_spec`) to NamedShardings."""
     return nn.logical_to_mesh_sharding(tree, mesh, rules)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Iterator[None]:
+    """Make the model's logical activation constraints effective: enter it inside a jitted function,
+    while it is traced. (Since JAX 0.7 `with mesh:` no longer sets the mesh constraints read, and
+    `jax.set_mesh` cannot be entered under `jit`; without a mesh they are silently no-ops.)"""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+        yield

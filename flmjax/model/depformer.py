@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from flmjax.config import ModelConfig
 from flmjax.model.backbone import dtypes
-from flmjax.model.layers import RMSNorm, attend, param_with_axes
+from flmjax.model.layers import RMSNorm, attend, constrain, param_with_axes
 
 
 class DepformerCache(NamedTuple):
@@ -52,6 +52,8 @@ class DepformerLayer(nn.Module):
         proj_init = nn.initializers.normal(cfg.initializer_range / (2 * dep.num_layers) ** 0.5)
         n, p, d = x.shape
         h, hd = dep.num_heads, dep.head_dim
+        # Rows stay split like the batch: otherwise XLA may gather all B*T rows to every device.
+        x = constrain(x, ("activation_batch", None, None))
 
         y = RMSNorm(dep.norm_eps, param_dtype, name="ln_1")(x)
         c_attn = param_with_axes(self, "c_attn_kernel", init, (d, 3, h, hd), param_dtype, ("dep_embed", "qkv", "dep_heads", "head_dim"))
@@ -72,7 +74,8 @@ class DepformerLayer(nn.Module):
         down = param_with_axes(self, "mlps_down_proj", init, (*stack, dep.mlp_dim, d), param_dtype, ("codebooks", "dep_mlp", "dep_embed"))
         gate, up, down = (_at(w, position).astype(dtype) for w in (gate, up, down))
         hidden = nn.silu(jnp.einsum("npd,pdf->npf", y, gate)) * jnp.einsum("npd,pdf->npf", y, up)
-        x = x + jnp.einsum("npf,pfd->npd", hidden, down)
+        hidden = constrain(hidden, ("activation_batch", None, "activation_mlp"))
+        x = constrain(x + jnp.einsum("npf,pfd->npd", hidden, down), ("activation_batch", None, None))
         return x, ((k, v) if self.returns_kv else None)
 
 

@@ -160,7 +160,9 @@ class TrainConfig:
     stage: str = "post1"
     epochs: float = 3.3  # the schedule length is ceil(epochs * samples / global batch) steps ...
     steps: int = 0  # ... unless this is > 0
-    micro_batches: int = 1  # gradient accumulation: each global batch (data.global_batch) is split into this many
+    # Gradient accumulation: each global batch (data.global_batch) is split into this many micro-batches;
+    # -1: as many as leave one sequence per batch shard (data x fsdp devices) in each.
+    micro_batches: int = 1
     run_root: str = "runs"
     run_dir: str = ""  # default: <run_root>/<stage>
     distributed: bool = False  # jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
@@ -177,9 +179,9 @@ class TrainConfig:
     export: ExportConfig = ExportConfig()
 
     def __post_init__(self) -> None:
-        if self.micro_batches < 1 or self.data.global_batch % self.micro_batches:
+        if self.micro_batches == 0 or self.micro_batches < -1 or self.data.global_batch % abs(self.micro_batches):
             raise ConfigError(
-                f"data.global_batch {self.data.global_batch} must be a multiple of micro_batches {self.micro_batches}"
+                f"data.global_batch {self.data.global_batch} must be a multiple of micro_batches {self.micro_batches} (or -1)"
             )
         if self.epochs <= 0 and self.steps <= 0:
             raise ConfigError("set epochs > 0 or steps > 0")

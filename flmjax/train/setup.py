@@ -91,6 +91,19 @@ def check_can_start(config: TrainConfig) -> None:
         raise SetupError(f"{config.stage} needs " + " and ".join(problems))
 
 
+def resolve_micro_batches(config: TrainConfig, mesh: Mesh) -> int:
+    """The micro-batch count (-1: one sequence per batch shard); each micro-batch must split evenly
+    over the data x fsdp devices."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch = config.data.global_batch
+    micro = batch // shards if config.micro_batches == -1 else config.micro_batches
+    if micro < 1 or batch % micro or (batch // micro) % shards:
+        raise ConfigError(
+            f"data.global_batch {batch} in {config.micro_batches} micro-batches does not split over data x fsdp = {shards} devices"
+        )
+    return micro
+
+
 def _initial_state(
     config: TrainConfig,
     model: ModelConfig,
@@ -142,11 +155,7 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
         mesh = make_mesh(m.data, m.fsdp, m.tensor)
     except ValueError as e:
         raise ConfigError(f"mesh: {e}") from None
-    rows = config.data.global_batch // config.micro_batches
-    if rows % (mesh.shape["data"] * mesh.shape["fsdp"]):
-        raise ConfigError(
-            f"a micro-batch of {rows} sequences does not split over data x fsdp = {mesh.shape['data'] * mesh.shape['fsdp']} devices"
-        )
+    micro_batches = resolve_micro_batches(config, mesh)
     total = config.total_steps(data.samples_per_epoch)
     schedule = learning_rate_schedule(config.optimizer, total)
     optimizer = make_optimizer(config.optimizer)
@@ -154,7 +163,7 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
     target = abstract_state(model, optimizer, mesh)
     state, source = _initial_state(config, model, optimizer, mesh, target, checkpoints, data)
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, target)
-    step_fn = make_train_step(model, optimizer, config.loss, config.micro_batches, mesh)
+    step_fn = make_train_step(model, optimizer, config.loss, micro_batches, mesh)
     return Stage(
         config=config,
         model=model,

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 
 from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
-from flmjax.sharding import LOGICAL_AXIS_RULES
+from flmjax.sharding import activation_sharding
 from flmjax.train.loss import LossCoefficients, add_terms, finalize_loss, loss_terms
 from flmjax.train.optimizer import apply_learning_rate
 from flmjax.train.state import TrainState, batch_sharding, replicated
@@ -77,7 +77,7 @@ def make_train_step(
         return grads, terms
 
     def step(state: TrainState, batch: Batch, learning_rate: jax.Array):
-        with mesh, nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+        with activation_sharding(mesh):
             if micro_batches == 1:
                 grads, terms = grads_and_terms(state.params, batch, None)
             else:
@@ -115,7 +115,7 @@ def make_eval_step(config: ModelConfig, params_shardings: Any, mesh: Mesh) -> Ca
     module = FLMAudioLM(config)
 
     def step(params, batch):
-        with mesh, nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+        with activation_sharding(mesh):
             return _batch_terms(module, params, batch)
 
     return jax.jit(step, in_shardings=(params_shardings, batch_sharding(mesh)), out_shardings=replicated(mesh))
