@@ -26,6 +26,7 @@ OVERRIDES = {
     "model.attention_chunk": 0,
     "mesh.data": -1,
     "mesh.fsdp": 1,
+    "mesh.tensor": 1,
     "micro_batches": 1,
     "run_root": "runs/demo",
     "checkpoint.every_steps": 15,

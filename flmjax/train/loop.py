@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+
 import jax
 
 from flmjax.train.config import TrainConfig
-from flmjax.train.metrics import MetricsLogger, Throughput, device_peak_flops, model_flops_per_step
 from flmjax.train.data import StageData
+from flmjax.train.metrics import MetricsLogger, Throughput, device_peak_flops, model_flops_per_step
 from flmjax.train.setup import Stage, global_batch, learning_rate, setup_stage
 from flmjax.train.step import finalize_eval
 

@@ -78,17 +78,20 @@ def check_can_start(config: TrainConfig) -> None:
         path = getattr(init, field)
         if path and not os.path.exists(path):
             raise SetupError(f"{config.stage}: init.{field}={path} does not exist")
-    problems = []
+    needs = []
     if not (init.state_from or init.params_from or init.qwen_from or init.random_ok):
         if config.stage == "post1":
-            problems.append("the Qwen2.5-VL (or Qwen2.5) weights to start from: --init.qwen_from=HF_DIR")
+            needs.append("a start (--init.qwen_from=DIR: Qwen2.5-VL or Qwen2.5 weights in HF safetensors)")
         else:
-            problems.append("the previous stage's checkpoint: --init.params_from=RUN_DIR_OR_EXPORT")
-    demo = [c.name for c in config.data.corpora if c.manifest and Path(c.manifest).resolve().is_relative_to(DEMO_DIR)]
-    if demo and config.model.name != "demo":
-        problems.append(f"its corpora (they are the demo corpus now): --data.corpora='({{\"name\": ..., \"prepared\": DIR}},)'")
-    if problems:
-        raise SetupError(f"{config.stage} needs " + " and ".join(problems))
+            needs.append("a start (--init.params_from=DIR: the previous stage's run directory or export)")
+    reads_demo = any(c.manifest and Path(c.manifest).resolve().is_relative_to(DEMO_DIR) for c in config.data.corpora)
+    if reads_demo and config.model.name != "demo":
+        needs.append(
+            "data (its corpora are the demo corpus: --data.corpora='({\"name\": NAME, \"prepared\": DIR},)' "
+            "with folders from launch/prepare_data.py)"
+        )
+    if needs:
+        raise SetupError(f"{config.stage} needs " + " and ".join(needs))
 
 
 def resolve_micro_batches(config: TrainConfig, mesh: Mesh) -> int:
