@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps([dataclasses.asdict(s) for s in stages], indent=2, default=str))
         return 0
 
+    import jax
+
     from flmjax.train.checkpoint import CheckpointError, export_checkpoint
     from flmjax.train.loop import train
     from flmjax.train.setup import SetupError
@@ -77,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
             if result.preempted:
                 print(f"{config.stage}: stopped by SIGTERM at step {result.step}; the checkpoint is saved: run again to resume")
                 return PREEMPTED_EXIT
-            if config.export.dir:
+            if config.export.dir and jax.process_count() > 1:
+                print(f"{config.stage}: export with launch/export.py --checkpoint {result.run_dir} (one host reads it all)")
+            elif config.export.dir:
                 out = export_checkpoint(result.run_dir, config.export.dir, config.export.dtype)
                 print(f"{config.stage}: exported to {out} ({config.export.dtype}, HF layout; FLMAudio.from_pretrained loads it)")
     except (ConfigError, SetupError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print("where everything went:")
     for config, result in zip(stages, results):
         print(f"  {config.stage}: checkpoints {result.run_dir}/checkpoints, metrics {result.run_dir}/metrics.jsonl, "
               f"TensorBoard {result.run_dir}/tensorboard")  # fmt: skip

@@ -1,10 +1,10 @@
 """Synthetic training data for trainer tests: batches with the data pipeline's interface, and small
 prepared corpora the real pipeline reads.
 
-Samples are delayed columns like the real pipeline's ({"tokens": int32 [T+1, 17], "weights": float32
-[T+1, 17]}): learnable patterns (a text run, `<wait>`, speak codes that repeat with the text) so a
-loss can fall in a few steps, and zero weight on the listen streams and on padding. The Grain iterator
-is checkpointable (`get_state`/`set_state`), so kill-and-resume tests see the real restore path.
+Batches are delayed columns like the real pipeline's ({"tokens": int32 [B, T+1, 17], "weights": float32
+[B, T+1, 17]}) from a checkpointable Grain iterator: learnable patterns (a text run, `<wait>`, speak
+codes that repeat with the text) so a loss can fall in a few steps, zero weight on the listen streams
+and on padding. Prepared corpora (`write_speech_corpus`) hold text ids a small model's vocabulary has.
 """
 
 from __future__ import annotations

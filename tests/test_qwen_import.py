@@ -123,3 +123,21 @@ def test_a_qwen_of_another_size_is_refused_in_one_line(tmp_path):
     _, path = _qwen(tmp_path, hidden=32)
     with pytest.raises(CheckpointMismatchError, match="hidden_size 32 \\(model has 64\\)"):
         load_qwen_lm(path, CFG, _fresh())
+
+
+def test_post1_starts_from_qwen_through_the_trainer(tmp_path):
+    """`init.qwen_from`: the stage's initial parameters are the imported LM plus fresh audio parts."""
+    from flmjax.train.config import TrainConfig, apply_overrides
+    from flmjax.train.data import StageData
+    from flmjax.train.setup import setup_stage
+    from tests.synthetic_data import synthetic_batches
+
+    _, path = _qwen(tmp_path)
+    config = apply_overrides(TrainConfig(), {"model.name": "tiny", "model.dtype": "float32", "model.remat": "none",
+                                             "data.global_batch": 2, "steps": 1, "run_root": str(tmp_path / "runs"),
+                                             "compile_cache": False, "init.qwen_from": str(path), "init.seed": 1})  # fmt: skip
+    stage = setup_stage(config, StageData(synthetic_batches(CFG, 8, 4, 2), samples_per_epoch=4))
+    assert stage.start_step == 0 and "Qwen" in stage.source
+    want = load_qwen_lm(path, CFG, _fresh())  # the same fresh seed under the imported LM
+    for a, b in zip(jax.tree_util.tree_leaves(stage.state.params), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,9 +1,10 @@
-"""What a run reports: model FLOPs per step and MFU, `metrics.jsonl`, TensorBoard and the progress bar.
+"""What a run reports: model FLOPs per step and MFU, `metrics.jsonl` and TensorBoard.
 
 Only process 0 writes. A logged line of `metrics.jsonl` is one JSON object: `step`, `loss`, every term,
 accuracy and token count of `finalize_loss`, `grad_norm`, `lr`, `tokens_per_s` (tokens = backbone
 columns, i.e. frames: one per 80 ms, each carrying 17 streams), `step_s`, and `mfu` where the device's
-peak is known. Evaluations are lines of their own whose keys start with `eval_`.
+peak is known; the first line has `first_step_s` (compilation included) and `model_flops_per_step`
+instead. Evaluations are lines of their own whose keys start with `eval_`.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class MetricsLogger:
 
 class Throughput:
     """Tokens/s, seconds per step and MFU over the steps since the last report; the first report gives
-    the first step's time alone (`first_step_s`: it includes compiling the step)."""
+    the first step's time alone (`first_step_s`: it includes compiling the step) and the model FLOPs
+    of a step."""
 
     def __init__(self, flops_per_step: float, tokens_per_step: int, peak_flops: float | None, num_devices: int):
         self.flops_per_step = flops_per_step
@@ -121,7 +123,7 @@ class Throughput:
         self._restart()
         if self._first:
             self._first = False
-            return {"first_step_s": seconds}
+            return {"first_step_s": seconds, "model_flops_per_step": self.flops_per_step}
         out = {"step_s": seconds, "tokens_per_s": self.tokens_per_step / seconds}
         if self.peak:
             out["mfu"] = self.flops_per_step / seconds / self.peak
