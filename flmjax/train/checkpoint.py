@@ -20,11 +20,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from flmjax.config import ModelConfig
+from flmjax.model.pretrained import FLMAudio, abstract_params
 from flmjax.train.config import CheckpointConfig
 from flmjax.train.state import TrainState
 
 CHECKPOINTS = "checkpoints"
-ITEMS = ("params", "opt_state", "data", "meta")
 
 
 class CheckpointError(ValueError):
@@ -72,8 +72,9 @@ def model_config_of(path: str | os.PathLike, **runtime: Any) -> ModelConfig:
 
 
 def check_same_model(path: str | os.PathLike, saved: ModelConfig, wanted: ModelConfig) -> None:
-    if saved.to_hf_dict() != wanted.to_hf_dict():
-        diff = sorted(k for k, v in wanted.to_hf_dict().items() if saved.to_hf_dict().get(k) != v)
+    saved_fields, wanted_fields = saved.to_hf_dict(), wanted.to_hf_dict()
+    diff = sorted(k for k, v in wanted_fields.items() if saved_fields.get(k) != v)
+    if diff:
         raise CheckpointError(f"{path}: checkpoint's model differs from the configured one in {', '.join(diff)}")
 
 
@@ -104,16 +105,14 @@ def _restore(checkpointer, step_dir: Path, target: TrainState, data_iterator: An
 
 
 def load_params_for_inference(path: str | os.PathLike, dtype: str, **runtime: Any) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, parameters on the default device in `param_dtype`) of a trainer checkpoint: what
+    """(ModelConfig, parameters on this host's first device in `param_dtype`) of a trainer checkpoint: what
     `FLMAudio.from_pretrained` needs."""
-    from flmjax.model.pretrained import abstract_params  # the model package imports this module lazily
-
     runtime.setdefault("param_dtype", dtype)
-    config = model_config_of(path, dtype=dtype, **runtime)
-    saved_dtype = read_meta(path)["param_dtype"]
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    meta = read_meta(path)
+    config = ModelConfig.from_hf_dict(meta["model"], dtype=dtype, **runtime)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, np.dtype(saved_dtype), sharding=device), abstract_params(config)
+        lambda a: jax.ShapeDtypeStruct(a.shape, np.dtype(meta["param_dtype"]), sharding=device), abstract_params(config)
     )
     params = restore_params(path, target)
     return config, jax.tree_util.tree_map(lambda p: p.astype(config.param_dtype), params)
@@ -162,8 +161,6 @@ class RunCheckpoints:
 
 def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "bfloat16") -> Path:
     """Write a trainer checkpoint (run or step directory) in the release's HF layout."""
-    from flmjax.model.pretrained import FLMAudio
-
     step_dir = locate_step_dir(path)
     FLMAudio.from_pretrained(step_dir, dtype=read_meta(step_dir)["param_dtype"]).save_pretrained(out_dir, dtype=dtype)
     return Path(out_dir)
