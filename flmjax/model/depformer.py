@@ -33,9 +33,9 @@ def init_depformer_cache(config: ModelConfig, batch: int) -> DepformerCache:
     return DepformerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
-def _at(weights: jax.Array, position: jax.Array | None) -> jax.Array:
+def _at(weights: jax.Array, position: jax.Array | None, axis: int = 0) -> jax.Array:
     """The slice of a position-stacked weight for one (possibly traced) position, or all of them."""
-    return weights if position is None else jax.lax.dynamic_index_in_dim(weights, position, 0, keepdims=True)
+    return weights if position is None else jax.lax.dynamic_index_in_dim(weights, position, axis, keepdims=True)
 
 
 class DepformerLayer(nn.Module):
@@ -103,7 +103,7 @@ class Depformer(nn.Module):
         tables = _at(wtes, position)  # [P, A, D]
         token_emb = jax.vmap(lambda table, ids: jnp.take(table, ids, axis=0), in_axes=(0, 1), out_axes=1)(tables, prev_codes)
         x = token_emb.astype(dtype) + _at(wpe, position).astype(dtype)
-        x = x + jnp.einsum("ne,epd->npd", h.astype(dtype), _at(linear_in.swapaxes(0, 1), position).swapaxes(0, 1).astype(dtype))
+        x = x + jnp.einsum("ne,epd->npd", h.astype(dtype), _at(linear_in, position, axis=1).astype(dtype))
 
         if position is None:
             mask = jnp.tril(jnp.ones((n_cb, n_cb), bool))

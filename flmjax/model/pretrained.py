@@ -22,16 +22,18 @@ def _example_tokens(config: ModelConfig, batch: int = 1, columns: int = 2) -> ja
     return jnp.broadcast_to(jnp.asarray(config.tokens.initial_column), (batch, columns, config.tokens.num_streams))
 
 
+def _abstract_boxed_variables(config: ModelConfig) -> dict:
+    return jax.eval_shape(lambda: FLMAudioLM(config).init(jax.random.PRNGKey(0), _example_tokens(config)))
+
+
 def abstract_params(config: ModelConfig) -> dict:
     """Shapes/dtypes of the parameter tree (no memory), logical-axis boxes removed."""
-    boxed = jax.eval_shape(lambda: FLMAudioLM(config).init(jax.random.PRNGKey(0), _example_tokens(config)))
-    return nn.unbox(boxed)["params"]
+    return nn.unbox(_abstract_boxed_variables(config))["params"]
 
 
 def logical_param_specs(config: ModelConfig) -> dict:
     """The logical PartitionSpec of every parameter (map to a mesh with `flmjax.sharding`)."""
-    boxed = jax.eval_shape(lambda: FLMAudioLM(config).init(jax.random.PRNGKey(0), _example_tokens(config)))
-    return nn.get_partition_spec(boxed)["params"]
+    return nn.get_partition_spec(_abstract_boxed_variables(config))["params"]
 
 
 class FLMAudio:
