@@ -16,7 +16,9 @@ def _data(stage: str):
 
 
 # post1 trains on the automatic corpus only, so the human-annotated one is a held-out split for it.
-_HELD_OUT = _data("post1").replace(name="post1_eval", corpora=(CorpusSpec("demo_speech_human", str(DEMO_DIR / "speech_human.jsonl")),))
+_HELD_OUT = _data("post1").replace(
+    name="post1_eval", corpora=(CorpusSpec("demo_speech_human", str(DEMO_DIR / "speech_human.jsonl")),)
+)
 
 CHAIN = ("post1", "post2", "ft1", "ft2")
 OVERRIDES = {
@@ -36,9 +38,21 @@ OVERRIDES = {
     "log.eval_batches": 2,
 }
 STAGE_OVERRIDES = {
-    "post1": {"data": _data("post1"), "eval_data": _HELD_OUT, "init.random_ok": True, "steps": 30,
-              "optimizer.peak_lr": 3e-3, "optimizer.end_lr": 3e-4},
+    "post1": {
+        "data": _data("post1"),
+        "eval_data": _HELD_OUT,
+        "init.random_ok": True,
+        "steps": 30,
+        "optimizer.peak_lr": 3e-3,
+        "optimizer.end_lr": 3e-4,
+    },
     "post2": {"data": _data("post2"), "steps": 10, "optimizer.peak_lr": 1e-3, "optimizer.end_lr": 8e-4},
     "ft1": {"data": _data("ft1"), "steps": 10, "optimizer.peak_lr": 1e-3, "optimizer.end_lr": 8e-4},
-    "ft2": {"data": _data("ft2"), "steps": 10, "optimizer.peak_lr": 1e-3, "optimizer.end_lr": 8e-4, "export.dir": "runs/demo/export"},
+    "ft2": {
+        "data": _data("ft2"),
+        "steps": 10,
+        "optimizer.peak_lr": 1e-3,
+        "optimizer.end_lr": 8e-4,
+        "export.dir": "runs/demo/export",
+    },
 }

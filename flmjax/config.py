@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
 
@@ -77,7 +78,9 @@ class ModelConfig:
         t = self.tokens
         for name in ("text_wait", "text_asr", "text_answer", "bos", "eos"):
             if not 0 <= getattr(t, name) < t.text_vocab_size:
-                raise ConfigError(f"token {name}={getattr(t, name)} is outside the text vocabulary ({t.text_vocab_size})")
+                raise ConfigError(
+                    f"token {name}={getattr(t, name)} is outside the text vocabulary ({t.text_vocab_size})"
+                )
 
     @property
     def vocab_size(self) -> int:
@@ -99,7 +102,7 @@ class ModelConfig:
     def embedding_scale(self) -> float:
         return self.input_mult if self.use_mup else 1.0
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     # --- the release's config.json -------------------------------------------------------------
@@ -150,7 +153,7 @@ class ModelConfig:
         }
 
     @classmethod
-    def from_hf_dict(cls, config: Mapping[str, Any], **runtime: Any) -> "ModelConfig":
+    def from_hf_dict(cls, config: Mapping[str, Any], **runtime: Any) -> ModelConfig:
         """Build from a release-style `config.json`; unused fields (e.g. `mrope_section`) are ignored."""
         required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
         missing = [k for k in required if k not in config]
@@ -190,7 +193,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **runtime: Any) -> "ModelConfig":
+    def from_json_file(cls, path: str | os.PathLike, **runtime: Any) -> ModelConfig:
         try:
             with open(path) as f:
                 data = json.load(f)

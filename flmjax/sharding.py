@@ -7,7 +7,7 @@ which name is decided here, so a new mesh layout is a change to this table and n
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax

@@ -9,7 +9,8 @@ frame c - delay[k] (see `delay_streams`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class TokenIds:
         }
 
     @classmethod
-    def from_hf_config(cls, config: Mapping[str, Any]) -> "TokenIds":
+    def from_hf_config(cls, config: Mapping[str, Any]) -> TokenIds:
         """Read the ids a checkpoint's `config.json` carries; the rest keep the release's values."""
         info = config.get("mm_token_info") or {}
         defaults = cls()

@@ -79,7 +79,9 @@ def measure(args: argparse.Namespace, mesh_sizes, micro: int, remat: str, chunk:
     _, unrolled = lower_step(args.model, mesh_sizes, 1, args.seq, args.batch, scan_layers=False, **settings)
     cost = unrolled.cost_analysis()
     # Arguments (state + batch) and temporaries; donated outputs alias their arguments.
-    per_device = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+    per_device = (
+        mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+    )
     return {
         "model": args.model,
         "mesh": "x".join(map(str, mesh_sizes)),

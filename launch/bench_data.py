@@ -53,7 +53,9 @@ def write_dialogs(root: Path, count: int, variants: int, layout: str, rng: np.ra
             turns.append(layouts.Turn(role="user" if k % 2 == 0 else "model", codes=rng.integers(0, 2048, (8, frames)),
                                       text_tokens=tokens, start_frame=t, end_frame=t + frames))  # fmt: skip
             t += frames + int(rng.integers(0, 12))
-        plans = [layouts.plan_dialog(turns, layout, np.random.default_rng([i, v]), RELEASE_TOKENS) for v in range(variants)]
+        plans = [
+            layouts.plan_dialog(turns, layout, np.random.default_rng([i, v]), RELEASE_TOKENS) for v in range(variants)
+        ]
         listen = [rng.integers(0, 2048, (8, p.num_frames - 1)) for p in plans]
         recs.append(records.dialog_record({"id": str(i)}, turns, plans, listen))
     records.write_shard(root, 0, recs, {"fingerprint": "bench", "errors": []})
@@ -97,8 +99,10 @@ def main() -> None:
     if args.mimi_minutes > 0:  # before pinning: encoding uses every core it is given
         warm, per_minute = mimi_seconds_per_minute(args.mimi_minutes, np.random.default_rng(args.seed))
         cores = len(os.sched_getaffinity(0))
-        print(f"Mimi encode ({cores} CPU cores, batch 8): {per_minute:.1f} s per minute of audio "
-              f"({60 / per_minute:.1f}x real time); compile + first batch {warm:.1f} s")
+        print(
+            f"Mimi encode ({cores} CPU cores, batch 8): {per_minute:.1f} s per minute of audio "
+            f"({60 / per_minute:.1f}x real time); compile + first batch {warm:.1f} s"
+        )
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: the number is per core
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,13 @@ import time
 
 import numpy as np
 
-from flmjax.data.layouts import AlignedPair, LayoutConfig, assemble_post_training, delay_sample, layout_response_tts_free
+from flmjax.data.layouts import (
+    AlignedPair,
+    LayoutConfig,
+    assemble_post_training,
+    delay_sample,
+    layout_response_tts_free,
+)
 
 TARGET_SAMPLES_PER_S = 10.0
 
@@ -35,8 +41,15 @@ def synthetic_dialog(rng: np.random.Generator) -> list[dict]:
     for k in range(6):
         frames = int(rng.integers(25, 250))
         tokens = rng.integers(0, 151643, max(1, int(frames / 12.5 * 3.5))).tolist()
-        turns.append({"role": "user" if k % 2 == 0 else "model", "text_tokens": tokens, "start_frame": t,
-                      "end_frame": t + frames, "codes": rng.integers(0, 2048, (8, frames), dtype=np.int32)})
+        turns.append(
+            {
+                "role": "user" if k % 2 == 0 else "model",
+                "text_tokens": tokens,
+                "start_frame": t,
+                "end_frame": t + frames,
+                "codes": rng.integers(0, 2048, (8, frames), dtype=np.int32),
+            }
+        )
         t += frames + int(rng.integers(0, 12))
     return turns
 

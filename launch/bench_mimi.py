@@ -89,7 +89,11 @@ def bench(reference, mimi: Mimi, batch: int, frames: int) -> dict[str, float | b
         codes["fused"].append(np.asarray(out))
 
     stream = mimi.streaming(batch)
-    contenders = {"moshi": moshi_step, "fused": fused_step, "stream": lambda f: stream.decode(stream.encode(f)).block_until_ready()}
+    contenders = {
+        "moshi": moshi_step,
+        "fused": fused_step,
+        "stream": lambda f: stream.decode(stream.encode(f)).block_until_ready(),
+    }
     thread_counts = [torch.get_num_threads(), 1]
     times: dict[str, list[float]] = {}
     with torch.no_grad(), reference.streaming(batch):
@@ -131,7 +135,9 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))
     threads = " or ".join(str(n) for n in sorted({torch.get_num_threads(), 1}, reverse=True))
     print(f"Mimi streaming encode+decode per 80 ms frame on {cpus} CPU(s) (load average {os.getloadavg()[0]:.1f});")
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} (moshi: the faster of {threads} threads);")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} (moshi: the faster of {threads} threads);"
+    )
     print(f"median of {args.frames} frames after {WARMUP_FRAMES} warm-up, contenders taking turns every {BLOCK} frames")
     header = f"{'batch':>5} | {'moshi ms':>9} | {'flmjax fused ms':>15} {'ratio':>6} | {'flmjax stream ms':>16} {'ratio':>6} | {'flmjax frames/s':>15} | codes = moshi"
     print(header)
@@ -142,7 +148,9 @@ def main() -> None:
             f"{batch:>5} | {r['reference'] * 1e3:>9.1f} | {r['fused'] * 1e3:>15.1f} {r['fused'] / r['reference']:>6.2f} | "
             f"{r['stream'] * 1e3:>16.1f} {r['stream'] / r['reference']:>6.2f} | {batch / r['fused']:>15.1f} | {r['codes_match']}"
         )
-    print("fused: encode_step + decode_step in one jitted, state-donating program; stream: MimiStream.encode then .decode")
+    print(
+        "fused: encode_step + decode_step in one jitted, state-donating program; stream: MimiStream.encode then .decode"
+    )
     print("real time = 80 ms per frame; frames/s counts every stream of the batch;")
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other processes slow both sides)")
 

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a run directory or a step directory the trainer wrote")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="tensor dtype (default bfloat16, the release's)")
+    parser.add_argument(
+        "--dtype", default="bfloat16", choices=DTYPES, help="tensor dtype (default bfloat16, the release's)"
+    )
     args = parser.parse_args(argv)
 
     from flmjax.train.checkpoint import CheckpointError, export_checkpoint, locate_step_dir

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     decode = load_text_tokenizer().decode
     frames = sample.tokens.shape[0]
     names = [c.name for c in config.corpora]
-    print(f"config {config.name} ({config.layout}), sample {args.index}: layout {sample.layout}, {frames} frames ({frames / 12.5:.1f} s)")
+    print(
+        f"config {config.name} ({config.layout}), sample {args.index}: layout {sample.layout}, {frames} frames ({frames / 12.5:.1f} s)"
+    )
     parts = [f"{names[c]}[{r}] (pass {p})" for c, r, p in laid.items]
     shown = 12  # a packed 8192-frame sample holds hundreds of records: name the first few
     more = f", ... ({len(parts) - shown} more)" if len(parts) > shown else ""

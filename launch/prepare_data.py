@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("corpus", nargs="?", help="manifest.jsonl or tfds:NAME[:SPLIT]; none: the --config's demo corpora")
     p.add_argument("--out", help="output folder (required with CORPUS)")
-    p.add_argument("--config", default="demo", help="stage whose layout/augmentation dialogs are prepared for (default demo)")
+    p.add_argument(
+        "--config", default="demo", help="stage whose layout/augmentation dialogs are prepared for (default demo)"
+    )
     p.add_argument("--mimi", help="kyutai Mimi safetensors; default: random weights (demo only)")
     p.add_argument("--layout", choices=DIALOG_LAYOUTS, help="dialogs: the layout to plan for (default: the config's)")
     p.add_argument("--variants", type=int, help="dialogs: pre-encoded augmented variants (default: the config's)")

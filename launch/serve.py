@@ -61,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     session.warm_up()
     log.info("compiled the frame program in %.1f s", time.perf_counter() - start)
-    log.info("serving %d slots at http://%s:%d/ (token %s)", args.slots, args.host, args.port, "required" if args.token else "off")
+    log.info(
+        "serving %d slots at http://%s:%d/ (token %s)",
+        args.slots,
+        args.host,
+        args.port,
+        "required" if args.token else "off",
+    )
     web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log_class=PathOnlyAccessLogger)
     return 0
 

@@ -44,7 +44,9 @@ def split_overrides(args: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a config name in configs/ (post1, post2, ft1, ft2, demo) or a path")
+    parser.add_argument(
+        "--config", required=True, help="a config name in configs/ (post1, post2, ft1, ft2, demo) or a path"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config(s) and exit")
     args, rest = parser.parse_known_args(argv)
@@ -77,13 +79,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"(started from {result.source}); last loss {result.last.get('loss', float('nan')):.4f}"
             )
             if result.preempted:
-                print(f"{config.stage}: stopped by SIGTERM at step {result.step}; the checkpoint is saved: run again to resume")
+                print(
+                    f"{config.stage}: stopped by SIGTERM at step {result.step}; the checkpoint is saved: run again to resume"
+                )
                 return PREEMPTED_EXIT
             if config.export.dir and jax.process_count() > 1:
-                print(f"{config.stage}: export with launch/export.py --checkpoint {result.run_dir} (one host reads it all)")
+                print(
+                    f"{config.stage}: export with launch/export.py --checkpoint {result.run_dir} (one host reads it all)"
+                )
             elif config.export.dir:
                 out = export_checkpoint(result.run_dir, config.export.dir, config.export.dtype)
-                print(f"{config.stage}: exported to {out} ({config.export.dtype}, HF layout; FLMAudio.from_pretrained loads it)")
+                print(
+                    f"{config.stage}: exported to {out} ({config.export.dtype}, HF layout; FLMAudio.from_pretrained loads it)"
+                )
     except (ConfigError, SetupError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

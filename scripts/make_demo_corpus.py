@@ -87,10 +87,14 @@ TURN_GAP_S = 0.5  # pause between one speaker's end and the other's start
 def synthesize(text: str, voice: str) -> np.ndarray:
     """espeak-ng -> float32 mono at SAMPLE_RATE, leading and trailing silence trimmed."""
     speed = "150" if voice.startswith("cmn") else "165"
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", speed, "--stdout", text], check=True, capture_output=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", speed, "--stdout", text], check=True, capture_output=True
+    ).stdout
     with wave.open(io.BytesIO(wav)) as w:
         if w.getframerate() != ESPEAK_RATE or w.getnchannels() != 1:
-            raise RuntimeError(f"espeak-ng wrote {w.getframerate()} Hz x{w.getnchannels()}, expected {ESPEAK_RATE} Hz mono")
+            raise RuntimeError(
+                f"espeak-ng wrote {w.getframerate()} Hz x{w.getnchannels()}, expected {ESPEAK_RATE} Hz mono"
+            )
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
     pcm = resample_poly(pcm, SAMPLE_RATE // 50, ESPEAK_RATE // 50).astype(np.float32)
     start, end = _voiced_span(pcm)
@@ -132,20 +136,28 @@ def speech_manifest(out: Path, name: str, source: str, en: list[str], zh: list[s
     items = [("en", s, "en-us" if i % 2 else "en-gb") for i, s in enumerate(en)] + [("zh", s, "cmn") for s in zh]
     entries, i = [], 0
     while i < len(items):
-        group = items[i : i + 2] if len(entries) % 3 == 2 and i + 1 < len(items) and items[i][0] == items[i + 1][0] else items[i : i + 1]
+        group = (
+            items[i : i + 2]
+            if len(entries) % 3 == 2 and i + 1 < len(items) and items[i][0] == items[i + 1][0]
+            else items[i : i + 1]
+        )
         i += len(group)
         pcm, segments, t = [silence(0.3)], [], 0.3
         for lang, text, voice in group:
             clip = synthesize(text, voice)
             seg = {"start": round(t, 3), "end": round(t + len(clip) / SAMPLE_RATE, 3), "text": text}
             if lang == "en":  # word timestamps for the word-level ablation, relative to the file
-                seg["words"] = [dict(w, start=round(w["start"] + t, 3), end=round(w["end"] + t, 3)) for w in word_times(text, voice)]
+                seg["words"] = [
+                    dict(w, start=round(w["start"] + t, 3), end=round(w["end"] + t, 3)) for w in word_times(text, voice)
+                ]
             segments.append(seg)
             pcm += [clip, silence(0.6)]
             t += len(clip) / SAMPLE_RATE + 0.6
         uid = f"{name}_{len(entries):03d}"
         write_wav(out / "audio" / f"{uid}.wav", np.concatenate(pcm))
-        entries.append({"id": uid, "audio": f"audio/{uid}.wav", "language": group[0][0], "source": source, "segments": segments})
+        entries.append(
+            {"id": uid, "audio": f"audio/{uid}.wav", "language": group[0][0], "source": source, "segments": segments}
+        )
     return entries
 
 
@@ -153,7 +165,10 @@ def dialog_manifest(out: Path) -> list[dict]:
     entries = []
     for d, (lang, user_voices, model_voice, turns) in enumerate(DIALOGS):
         uid = f"dialog_{d:03d}"
-        clips = [synthesize(text, model_voice if role == "model" else user_voices[k % 2]) for k, (role, text) in enumerate(turns)]
+        clips = [
+            synthesize(text, model_voice if role == "model" else user_voices[k % 2])
+            for k, (role, text) in enumerate(turns)
+        ]
         starts, t = [], 0.3
         for k, clip in enumerate(clips):
             if d == INTERRUPTED_DIALOG and k == 2:
@@ -169,7 +184,11 @@ def dialog_manifest(out: Path) -> list[dict]:
             parts = []
             for k, (role, _) in enumerate(turns):
                 if role == "user":
-                    spans[k] = {"path": user_file, "start": round(pos, 3), "end": round(pos + len(clips[k]) / SAMPLE_RATE, 3)}
+                    spans[k] = {
+                        "path": user_file,
+                        "start": round(pos, 3),
+                        "end": round(pos + len(clips[k]) / SAMPLE_RATE, 3),
+                    }
                     parts += [clips[k], silence(0.4)]
                     pos += len(clips[k]) / SAMPLE_RATE + 0.4
             write_wav(out / user_file, np.concatenate(parts))

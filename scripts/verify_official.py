@@ -38,10 +38,10 @@ def export(out_dir: str, config: str) -> None:
 
 
 def check(out_dir: str, repo: str) -> int:
-    import torch
-
     import importlib
     import types
+
+    import torch
 
     # Import the official modeling files as a package without running its __init__ (which pulls in
     # the server, Mimi and the hub).
@@ -50,13 +50,17 @@ def check(out_dir: str, repo: str) -> int:
     sys.modules["flm_official"] = package
     modeling_flmaudio = importlib.import_module("flm_official.modeling_flmaudio")
 
-    model = modeling_flmaudio.FLMAudioForCausalLM.from_pretrained(os.path.join(out_dir, "checkpoint"), torch_dtype=torch.float32)
+    model = modeling_flmaudio.FLMAudioForCausalLM.from_pretrained(
+        os.path.join(out_dir, "checkpoint"), torch_dtype=torch.float32
+    )
     model.eval()
     ref = np.load(os.path.join(out_dir, "flmjax_logits.npz"))
     tokens = torch.from_numpy(ref["tokens"]).long()
     inputs, k = tokens[:, :-1], model.config.aud_channel
     with torch.no_grad():
-        out = model(input_ids=inputs[..., 0], speak_ids=inputs[..., 1 : 1 + k], listen_ids=inputs[..., 1 + k :], use_cache=False)
+        out = model(
+            input_ids=inputs[..., 0], speak_ids=inputs[..., 1 : 1 + k], listen_ids=inputs[..., 1 + k :], use_cache=False
+        )
         hidden = out.hidden_states  # the release returns the final-normed last hidden state here
         b, t = inputs.shape[:2]
         target = tokens[:, 1:, 1 : 1 + k].reshape(b * t, k)

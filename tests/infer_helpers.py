@@ -19,25 +19,27 @@ from flmjax.infer.session import Session
 from flmjax.mimi import Mimi, MimiConfig
 
 # Mimi's real frame geometry (1920 samples, 8 codebooks of 2048) with tiny layers: compiles and runs fast.
-SMALL_MIMI = MimiConfig(dimension=32, n_filters=4, num_heads=2, num_layers=1, dim_feedforward=64, codebook_dim=16, context=32)
+SMALL_MIMI = MimiConfig(
+    dimension=32, n_filters=4, num_heads=2, num_layers=1, dim_feedforward=64, codebook_dim=16, context=32
+)
 
 
 # Cached: every test module of one pytest process shares them (parameters are never donated or changed,
 # and a session's rows are reset by whoever uses them), which saves model init and compile time.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_mimi(seed: int = 0) -> Mimi:
     return Mimi.random(seed, config=SMALL_MIMI)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(seed: int = 1) -> FLMAudio:
     # Larger-than-default weights make the distributions peaked (text keeps changing, argmax is stable).
     return FLMAudio.init(get_model_config("tiny", initializer_range=0.2), seed=seed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_session(batch_size: int) -> Session:
     """A compiled session over the tiny model and small Mimi (greedy by default); reset rows before use."""
     session = Session(tiny_model(), small_mimi(), batch_size, SamplingSettings().greedy_deterministic(), window=64)

@@ -56,7 +56,10 @@ def write_speech_corpus(root: Path, num_pairs: int, text_vocab: int, seed: int =
     rng = np.random.default_rng(seed)
     pairs = [
         records.pair_record(
-            {"id": f"pair{i}"}, rng.integers(0, 2048, (8, int(rng.integers(10, 40)))), rng.integers(0, text_vocab, int(rng.integers(3, 9))), None
+            {"id": f"pair{i}"},
+            rng.integers(0, 2048, (8, int(rng.integers(10, 40)))),
+            rng.integers(0, text_vocab, int(rng.integers(3, 9))),
+            None,
         )
         for i in range(num_pairs)
     ]

@@ -25,7 +25,9 @@ def rms_db(x: np.ndarray, margin: int = 2000) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(x**2)) / (0.5 / np.sqrt(2)) + 1e-12))
 
 
-@pytest.mark.parametrize("fmt,subtype,atol", [("WAV", "PCM_16", 1 / 2**15), ("FLAC", "PCM_24", 1 / 2**23), ("WAV", "FLOAT", 0.0)])
+@pytest.mark.parametrize(
+    "fmt,subtype,atol", [("WAV", "PCM_16", 1 / 2**15), ("FLAC", "PCM_24", 1 / 2**23), ("WAV", "FLOAT", 0.0)]
+)
 def test_load_lossless_files(tmp_path, fmt, subtype, atol):
     stereo = np.stack([tone(440, 16000), tone(660, 16000, amplitude=0.25)])
     path = tmp_path / f"x.{fmt.lower()}"

@@ -117,15 +117,24 @@ def test_augmented_listen_track_of_a_planned_dialog():
     spf = 1920
     dialog = []
     for k, (role, n, start) in enumerate((("user", 10, 0), ("model", 30, 10), ("user", 12, 25), ("model", 8, 40))):
-        dialog.append({"role": role, "codes": np.zeros((8, n), np.int32), "text_tokens": [10 + k], "start_frame": start,
-                       "end_frame": start + n})
+        dialog.append(
+            {
+                "role": role,
+                "codes": np.zeros((8, n), np.int32),
+                "text_tokens": [10 + k],
+                "start_frame": start,
+                "end_frame": start + n,
+            }
+        )
     plan = plan_dialog(dialog, "response_tts_free", np.random.default_rng(0), cfg=LayoutConfig(interruption_prob=0.0))
     response = plan.segments[1]
     assert response["cut_frame"] is not None  # the corpus' user turn 2 starts 15 frames before the model ends
     waves = [speech_like(t["codes"].shape[1] * spf / SR, -25.0, k) for k, t in enumerate(dialog)]
     utterances, speak, num_samples = plan_waveforms(plan, waves)
     assert num_samples == (plan.num_frames - 1) * spf
-    assert [u[0] for u in utterances] == [(s["audio_start"] - 1) * spf for s in plan.segments if s["channel"] == "listen"]
+    assert [u[0] for u in utterances] == [
+        (s["audio_start"] - 1) * spf for s in plan.segments if s["channel"] == "listen"
+    ]
     a0, cut = (response["audio_start"] - 1) * spf, (response["cut_frame"] - 1) * spf
     np.testing.assert_array_equal(speak[a0:cut], waves[1][: cut - a0])
     assert not speak[cut : (plan.segments[3]["audio_start"] - 1) * spf].any()  # silent after the cut
@@ -135,7 +144,9 @@ def test_augmented_listen_track_of_a_planned_dialog():
     for start, wave in utterances:
         np.testing.assert_array_equal(clean[start : start + wave.size], wave)
     noisy = augment_listen(utterances, num_samples, np.random.default_rng(3), cfg, bank, speak)
-    np.testing.assert_array_equal(noisy, augment_listen(utterances, num_samples, np.random.default_rng(3), cfg, bank, speak))
+    np.testing.assert_array_equal(
+        noisy, augment_listen(utterances, num_samples, np.random.default_rng(3), cfg, bank, speak)
+    )
     rng = np.random.default_rng(3)  # the same draws, step by step: gains, then the noise track
     for _, wave in utterances:
         apply_gain(wave, rng, cfg)

@@ -47,7 +47,10 @@ def test_release_names_shapes_and_config(model, tmp_path):
     assert f.shape("model.layers.1.self_attn.k_proj.weight") == (cfg.num_kv_heads * cfg.head_dim, cfg.hidden_size)
     assert f.shape("model.layers.0.self_attn.q_proj.bias") == (cfg.num_heads * cfg.head_dim,)
     assert "model.layers.0.self_attn.o_proj.bias" not in f.keys()
-    assert f.shape("aud_output_layers.transformer.h.1.mlps.7.down_proj.weight") == (cfg.depformer.dim, cfg.depformer.mlp_dim)
+    assert f.shape("aud_output_layers.transformer.h.1.mlps.7.down_proj.weight") == (
+        cfg.depformer.dim,
+        cfg.depformer.mlp_dim,
+    )
     assert f.header["lm_head.weight"]["dtype"] == "BF16"
     # The q block of c_attn is rows 0..D-1 (q; k; v), heads contiguous inside it.
     c_attn = f.tensor("aud_output_layers.transformer.h.0.attn.c_attn.weight").astype(np.float32)
@@ -65,7 +68,9 @@ def test_release_names_shapes_and_config(model, tmp_path):
 def _rewrite_without(src, dst, drop=None, reshape=None, extra=None):
     f = SafetensorsFile(src / "model.safetensors")
     names = [n for n in f.keys() if n != drop]
-    entries = [(n, (f.shape(n) if n != reshape else (f.shape(n)[0] + 1, *f.shape(n)[1:])), f.tensor(n).dtype) for n in names]
+    entries = [
+        (n, (f.shape(n) if n != reshape else (f.shape(n)[0] + 1, *f.shape(n)[1:])), f.tensor(n).dtype) for n in names
+    ]
     if extra:
         entries.append((extra, (2,), np.dtype(np.float32)))
 
@@ -84,7 +89,10 @@ def _rewrite_without(src, dst, drop=None, reshape=None, extra=None):
     "change, message",
     [
         ({"drop": "model.layers.1.mlp.up_proj.weight"}, "missing tensor model.layers.1.mlp.up_proj.weight"),
-        ({"reshape": "model.layers.0.self_attn.v_proj.weight"}, "tensor model.layers.0.self_attn.v_proj.weight has shape"),
+        (
+            {"reshape": "model.layers.0.self_attn.v_proj.weight"},
+            "tensor model.layers.0.self_attn.v_proj.weight has shape",
+        ),
         ({"extra": "model.layers.9.mlp.up_proj.weight"}, "unexpected tensor model.layers.9.mlp.up_proj.weight"),
     ],
 )

@@ -27,13 +27,22 @@ def test_demo_manifests_parse():
     assert any(t.audio.start is not None for d in dialogs for t in d.turns)  # turns as spans of one file
     # One dialog has the user talk over the model, which stops: the model turn ends after the user starts.
     overlaps = [
-        (a, b) for d in dialogs for a, b in zip(d.turns, d.turns[1:]) if a.role == "model" and b.role == "user" and b.start < a.end
+        (a, b)
+        for d in dialogs
+        for a, b in zip(d.turns, d.turns[1:])
+        if a.role == "model" and b.role == "user" and b.start < a.end
     ]
     assert len(overlaps) == 1
 
 
 def test_broken_entries_are_reported_by_line_and_the_rest_kept(tmp_path):
-    good = {"id": "ok", "audio": "a.wav", "language": "en", "source": "human", "segments": [{"start": 0, "end": 1, "text": "hi"}]}
+    good = {
+        "id": "ok",
+        "audio": "a.wav",
+        "language": "en",
+        "source": "human",
+        "segments": [{"start": 0, "end": 1, "text": "hi"}],
+    }
     lines = [
         json.dumps(good),
         "{not json",
@@ -102,8 +111,11 @@ def _tiny_speech_builder():
             return tfds.core.DatasetInfo(
                 builder=self,
                 features=tfds.features.FeaturesDict(
-                    {"speech": tfds.features.Audio(dtype=np.int16, sample_rate=16000), "text": tfds.features.Text(),
-                     "id": tfds.features.Text()}  # fmt: skip
+                    {
+                        "speech": tfds.features.Audio(dtype=np.int16, sample_rate=16000),
+                        "text": tfds.features.Text(),
+                        "id": tfds.features.Text(),
+                    }  # fmt: skip
                 ),
             )
 

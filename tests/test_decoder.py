@@ -59,7 +59,9 @@ def teacher_forced_columns(ids, user_codes, sampled):
 
 def test_greedy_decoding_reproduces_teacher_forced_argmax(model, user_codes, greedy_run):
     frames, sampled, _ = greedy_run
-    text_logits, audio_logits = (np.asarray(x) for x in model.forward(teacher_forced_columns(model.config.tokens, user_codes, sampled)))
+    text_logits, audio_logits = (
+        np.asarray(x) for x in model.forward(teacher_forced_columns(model.config.tokens, user_codes, sampled))
+    )
     np.testing.assert_array_equal(sampled[..., 0], text_logits.argmax(-1))
     np.testing.assert_array_equal(sampled[..., 1:], audio_logits[..., :2048].argmax(-1))
     # The output frame of step t: text and semantic code of column t, acoustic codes of column t+1.

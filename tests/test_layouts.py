@@ -25,7 +25,8 @@ from flmjax.data.layouts import (
     render_dialog,
 )
 from flmjax.data.loss_classes import LossClass, loss_classes
-from flmjax.tokens import RELEASE_TOKENS as IDS, delay_streams
+from flmjax.tokens import RELEASE_TOKENS as IDS
+from flmjax.tokens import delay_streams
 
 W, U, P = IDS.text_wait, IDS.unused_audio_channel, IDS.audio_pad
 ASR, ANS = IDS.text_asr, IDS.text_answer
@@ -43,8 +44,13 @@ def silence(frame: int) -> np.ndarray:
 
 
 def turn(role, frames, tokens, start, base):
-    return {"role": role, "codes": codes(frames, base), "text_tokens": tokens, "start_frame": start,
-            "end_frame": start + frames}
+    return {
+        "role": role,
+        "codes": codes(frames, base),
+        "text_tokens": tokens,
+        "start_frame": start,
+        "end_frame": start + frames,
+    }
 
 
 class Expected:
@@ -81,8 +87,18 @@ def test_tts_speech_starts_two_frames_after_its_text_and_wait_fills_until_it_end
     want.weights[1:, 0] = 1.0
     want.weights[3:, SPEAK] = 1.0
     want.check(sample)
-    assert sample.segments == [{"kind": "tts", "text": (10, 11, 12), "text_start": 1, "text_end": 4,
-                                "audio_start": 3, "audio_end": 8, "channel": "speak", "source": 0}]
+    assert sample.segments == [
+        {
+            "kind": "tts",
+            "text": (10, 11, 12),
+            "text_start": 1,
+            "text_end": 4,
+            "audio_start": 3,
+            "audio_end": 8,
+            "channel": "speak",
+            "source": 0,
+        }
+    ]
     classes = loss_classes(sample.tokens, sample.weights)
     assert list(classes[:, 0]) == [0, 3, 3, 3, 4, 4, 4, 4]
     assert list(classes[:, 1]) == [0, 0, 0, 1, 1, 1, 1, 1]
@@ -145,8 +161,12 @@ def pairs_for(seed: int, count: int) -> list[AlignedPair]:
     out = []
     for _ in range(count):
         n = int(rng.integers(20, 120))
-        out.append(AlignedPair(rng.integers(0, 2048, (8, n), dtype=np.int32),
-                               rng.integers(0, 150000, int(rng.integers(1, n // 3))).tolist()))
+        out.append(
+            AlignedPair(
+                rng.integers(0, 2048, (8, n), dtype=np.int32),
+                rng.integers(0, 150000, int(rng.integers(1, n // 3))).tolist(),
+            )
+        )
     return out
 
 
@@ -219,8 +239,12 @@ def test_post_training_word_level_alignment():
 
 
 def two_exchanges():
-    return [turn("user", 3, [20, 21], 0, 100), turn("model", 4, [30, 31, 32], 5, 200),
-            turn("user", 2, [22], 12, 300), turn("model", 3, [33], 15, 400)]
+    return [
+        turn("user", 3, [20, 21], 0, 100),
+        turn("model", 4, [30, 31, 32], 5, 200),
+        turn("user", 2, [22], 12, 300),
+        turn("model", 3, [33], 15, 400),
+    ]
 
 
 def test_asr_response_tts_span_is_asr_transcript_answer_then_the_response():
@@ -260,8 +284,12 @@ def test_response_tts_response_starts_when_the_user_turn_ends():
 
 def overlapping_dialog(user2_frames: int):
     # The corpus has user 2 start 8 frames before the model's first turn ends.
-    return [turn("user", 3, [20], 0, 100), turn("model", 10, list(range(30, 42)), 3, 200),
-            turn("user", user2_frames, [21], 5, 300), turn("model", 2, [33], 13, 400)]
+    return [
+        turn("user", 3, [20], 0, 100),
+        turn("model", 10, list(range(30, 42)), 3, 200),
+        turn("user", user2_frames, [21], 5, 300),
+        turn("model", 2, [33], 13, 400),
+    ]
 
 
 def test_interruption_cuts_text_and_speech_within_the_reaction_delay():
@@ -288,7 +316,9 @@ def test_interruption_cuts_text_and_speech_within_the_reaction_delay():
 
 def test_a_back_channel_shorter_than_the_reaction_delay_does_not_stop_the_model():
     dialog = overlapping_dialog(6)  # 6 frames = 0.48 s: not more than the reaction delay
-    sample = layout_response_tts_free(dialog, SILENCE, np.random.default_rng(0), cfg=LayoutConfig(interruption_prob=0.0))
+    sample = layout_response_tts_free(
+        dialog, SILENCE, np.random.default_rng(0), cfg=LayoutConfig(interruption_prob=0.0)
+    )
     response, user, answer = sample.segments[1], sample.segments[2], sample.segments[3]
     assert response["cut_frame"] is None and response["audio_end"] == 16 and response["text_end"] == 16
     assert user["audio_start"] == 8 and not user["interrupts"]
@@ -328,8 +358,10 @@ def test_random_interruptions_are_drawn_with_their_probability_and_stop_the_mode
             assert user["interrupts"] and user["audio_start"] == cut - 6
             speech_end = response["audio_start"] + dialog[response["source"]]["codes"].shape[1]
             assert response["audio_start"] <= user["audio_start"] and cut < speech_end
-            np.testing.assert_array_equal(sample.tokens[response["audio_start"] : cut, SPEAK],
-                                          dialog[response["source"]]["codes"][:, : cut - response["audio_start"]].T)
+            np.testing.assert_array_equal(
+                sample.tokens[response["audio_start"] : cut, SPEAK],
+                dialog[response["source"]]["codes"][:, : cut - response["audio_start"]].T,
+            )
             after = np.arange(cut, answer["audio_start"])
             np.testing.assert_array_equal(sample.tokens[after, SPEAK], SILENCE[:, after % 2].T)
             assert (sample.weights[after][:, SPEAK] == 1).all()
@@ -348,7 +380,9 @@ def test_dialog_padding_truncation_and_a_rendered_listen_track():
     dialog = two_exchanges()
     padded = layout_response_tts(dialog, SILENCE, cfg=LayoutConfig(sample_frames=32, pad_dialogs=True))
     assert padded.tokens.shape == (32, 17)
-    assert (padded.weights[20:] == 0).all() and (padded.tokens[20:, 0] == W).all() and (padded.tokens[20:, 1:] == U).all()
+    assert (
+        (padded.weights[20:] == 0).all() and (padded.tokens[20:, 0] == W).all() and (padded.tokens[20:, 1:] == U).all()
+    )
     np.testing.assert_array_equal(padded.tokens[:20], layout_response_tts(dialog, SILENCE).tokens)
     short = layout_response_tts(dialog, SILENCE, cfg=LayoutConfig(sample_frames=12))
     assert short.tokens.shape == (12, 17)

@@ -10,7 +10,9 @@ from flmjax.tokens import TokenIds
 from flmjax.train.loss import LossCoefficients, add_terms, finalize_loss, flm_loss, loss_terms
 
 # 2 codebooks of 2 codes (ids 2 = pad, 3 = empty), a 4-word text vocabulary whose `<wait>` is 3.
-IDS = TokenIds(text_vocab_size=4, text_wait=3, text_asr=2, text_answer=2, bos=0, eos=0, num_codebooks=2, codebook_size=2)
+IDS = TokenIds(
+    text_vocab_size=4, text_wait=3, text_asr=2, text_answer=2, bos=0, eos=0, num_codebooks=2, codebook_size=2
+)
 L2 = math.log(2)
 LOGP = np.log([0.5, 0.25, 0.125, 0.125])  # CE of target i is -LOGP[i]: log2, log4, log8, log8
 

@@ -94,7 +94,9 @@ def reference_outputs(reference, audio):
         with reference.streaming(audio.shape[0]):
             stream_codes = np.concatenate([reference.encode(torch.from_numpy(f)).numpy() for f in frames_of(audio)], -1)
         with reference.streaming(audio.shape[0]):
-            stream_decoded = np.concatenate([reference.decode(codes[..., i : i + 1]).numpy() for i in range(codes.shape[-1])], -1)
+            stream_decoded = np.concatenate(
+                [reference.decode(codes[..., i : i + 1]).numpy() for i in range(codes.shape[-1])], -1
+            )
     return {"codes": codes.numpy(), "decoded": decoded, "stream_codes": stream_codes, "stream_decoded": stream_decoded}
 
 
@@ -294,7 +296,9 @@ def test_random_save_load_round_trip(tmp_path):
     b = Mimi.from_pretrained(path)
     jax.tree.map(np.testing.assert_array_equal, b.params, a.params)
     c = Mimi.random(seed=1)
-    assert not np.array_equal(c.params["decoder"]["output_conv"]["kernel"], a.params["decoder"]["output_conv"]["kernel"])
+    assert not np.array_equal(
+        c.params["decoder"]["output_conv"]["kernel"], a.params["decoder"]["output_conv"]["kernel"]
+    )
     with pytest.raises(CheckpointError, match="lacks .*rvq_rest.vq.layers.7._codebook"):
         Mimi.from_pretrained(path, n_q=9)  # the file holds the 8 codebooks in use
 

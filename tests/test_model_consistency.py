@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from flmjax import FLMAudio
-from flmjax.model.flm_audio import FLMAudioLM
 from tests.test_model_reference import random_tokens
 
 
@@ -101,7 +100,9 @@ def test_streams_keep_their_own_positions(model):
 def _depformer_case(model, seed):
     """A jitted teacher-forced depformer (params, hidden [N, E], prev [N, 8]) -> logits [N, 8, A], random
     inputs for it, and its logits with the model's parameters."""
-    depformer = jax.jit(lambda params, h, p: model.module.apply({"params": params}, h, p, method=lambda m, h, p: m.depformer(h, p)[0]))
+    depformer = jax.jit(
+        lambda params, h, p: model.module.apply({"params": params}, h, p, method=lambda m, h, p: m.depformer(h, p)[0])
+    )
     rng = np.random.default_rng(seed)
     hidden = jnp.asarray(rng.normal(size=(3, model.config.hidden_size)), jnp.float32)
     prev = jnp.asarray(rng.integers(0, 2048, (3, 8)), jnp.int32)

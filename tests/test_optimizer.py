@@ -22,7 +22,9 @@ def _cosine(step, peak, end, warmup, total):
     return end + 0.5 * (peak - end) * (1 + math.cos(math.pi * t))
 
 
-@pytest.mark.parametrize("stage, peak, end", [("post1", 2e-4, 1e-5), ("post2", 1e-5, 8e-6), ("ft1", 1e-5, 8e-6), ("ft2", 8e-6, 7e-6)])
+@pytest.mark.parametrize(
+    "stage, peak, end", [("post1", 2e-4, 1e-5), ("post2", 1e-5, 8e-6), ("ft1", 1e-5, 8e-6), ("ft2", 8e-6, 7e-6)]
+)
 def test_stage_schedules_are_table_3(stage, peak, end):
     config = load_config(stage)
     assert (config.optimizer.peak_lr, config.optimizer.end_lr) == (peak, end)

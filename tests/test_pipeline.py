@@ -29,7 +29,11 @@ def write_pairs(root, n, seed, shard_size=64, words=False):
             codes = rng.integers(0, 2048, (8, int(rng.integers(10, 60))))
             text = rng.integers(0, 151000, int(rng.integers(3, 10)))
             step = codes.shape[1] / 12.5 / len(text)  # words spread evenly over the clip
-            timed = [layouts.WordTiming([int(t)], k * step, (k + 0.8) * step) for k, t in enumerate(text)] if words else None
+            timed = (
+                [layouts.WordTiming([int(t)], k * step, (k + 0.8) * step) for k, t in enumerate(text)]
+                if words
+                else None
+            )
             recs.append(records.pair_record({"id": f"{root.name}/{i}"}, codes, text, timed))
         records.write_shard(root, s, recs, {"fingerprint": "test", "errors": []})
         shards.append({"shard": s, "records": len(recs)})
@@ -213,7 +217,7 @@ def test_dialog_epochs_read_successive_variants(corpora):
     seen = collections.defaultdict(list)
     for _ in range(6 * 4):  # four epochs of six dialogs
         laid = next(it)
-        (c, r, copy), = laid.items
+        ((c, r, copy),) = laid.items
         meta, arrays = corpus[r]
         seen[r].append(copy)
         listen = arrays[f"listen{copy % 3}"]

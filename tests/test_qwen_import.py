@@ -116,7 +116,9 @@ def test_qwen25_vl_names_and_tied_heads(tmp_path):
     assert "lm_head.weight" not in SafetensorsFile(tied_path / "model.safetensors").keys()
     params = load_qwen_lm(tied_path, CFG, _fresh())
     keep = CFG.tokens.text_wait
-    np.testing.assert_array_equal(np.asarray(params["lm_head"])[:, :keep], tied.model.embed_tokens.weight.detach().numpy()[:keep].T)
+    np.testing.assert_array_equal(
+        np.asarray(params["lm_head"])[:, :keep], tied.model.embed_tokens.weight.detach().numpy()[:keep].T
+    )
 
 
 def test_a_qwen_of_another_size_is_refused_in_one_line(tmp_path):

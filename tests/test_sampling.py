@@ -30,7 +30,9 @@ def params(rows, temperature=1.0, top_p=0.0, top_k=0, greedy=False):
 
 def draws(logits, rows, **kw):
     keys = jax.random.split(jax.random.PRNGKey(0), rows)
-    return np.asarray(sample(jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (rows, len(logits))), keys, params(rows, **kw)))
+    return np.asarray(
+        sample(jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (rows, len(logits))), keys, params(rows, **kw))
+    )
 
 
 def frequencies(ids, vocab):
@@ -52,14 +54,18 @@ def test_repetition_penalty_matches_transformers():
     ids = rng.integers(0, 50, (3, 20))
     penalty = 1.3
     ref = RepetitionPenaltyLogitsProcessor(penalty)(torch.from_numpy(ids), torch.from_numpy(logits.copy())).numpy()
-    out = apply_repetition_penalty(jnp.asarray(logits), jnp.asarray(ids), jnp.ones(ids.shape, bool), jnp.full((3,), penalty))
+    out = apply_repetition_penalty(
+        jnp.asarray(logits), jnp.asarray(ids), jnp.ones(ids.shape, bool), jnp.full((3,), penalty)
+    )
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-6)
 
 
 def test_nucleus_and_top_k_sets_equal_the_sorted_definitions():
     """Sort-free sets (threshold bisection) against the release's sort/cumsum rule, computed in numpy."""
     rng = np.random.default_rng(3)
-    probs = np.asarray(jax.nn.softmax(jnp.asarray(rng.normal(size=(64, 300)) * rng.uniform(0.5, 4, (64, 1)), jnp.float32)))
+    probs = np.asarray(
+        jax.nn.softmax(jnp.asarray(rng.normal(size=(64, 300)) * rng.uniform(0.5, 4, (64, 1)), jnp.float32))
+    )
     top_p = rng.uniform(0.05, 0.99, 64).astype(np.float32)
     top_k = rng.integers(1, 300, 64).astype(np.int32)
     order = np.argsort(-probs, axis=-1)
@@ -116,7 +122,9 @@ def test_masked_audio_ids_are_never_drawn():
 
 
 def test_release_settings_names():
-    s = SamplingSettings().updated({"temp_text": 0.7, "top_k_audio": 250, "use_sampling": False, "repetition_penalty_window_text": 10})
+    s = SamplingSettings().updated(
+        {"temp_text": 0.7, "top_k_audio": 250, "use_sampling": False, "repetition_penalty_window_text": 10}
+    )
     assert (s.text_temperature, s.audio_top_k, s.greedy, s.text_repetition_window) == (0.7, 250, True, 10)
     for bad in ({"temperature": 1}, {"temp_text": "hot"}, {"use_sampling": 1}, {"top_k_text": 2.5}):
         with pytest.raises(SettingsError):

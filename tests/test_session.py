@@ -35,7 +35,12 @@ def session(model, mimi):
 def run(session, pcm):
     results = [session.step(pcm[k * 1920 : (k + 1) * 1920]) for k in range(len(pcm) // 1920)]
     audio = np.concatenate([r.pcm[0] for r in results])
-    return audio, "".join(r.text[0] for r in results), np.stack([r.tokens[0] for r in results]), [r.valid[0] for r in results]
+    return (
+        audio,
+        "".join(r.text[0] for r in results),
+        np.stack([r.tokens[0] for r in results]),
+        [r.valid[0] for r in results],
+    )
 
 
 def test_session_is_mimi_encode_then_decoder_then_mimi_decode_and_reset_is_fresh(session, model, mimi):

@@ -26,7 +26,12 @@ def test_stage_files_override_the_base():
     ft2 = load_config("ft2")
     assert ft2.stage == "ft2" and ft2.epochs == 6.0 and ft2.data == get_data_config("ft2")
     assert ft2.model.name == "flm7b" and ft2.model.dtype == "bfloat16" and ft2.model.param_dtype == "float32"
-    assert (ft2.optimizer.b1, ft2.optimizer.b2, ft2.optimizer.weight_decay, ft2.optimizer.clip_norm) == (0.9, 0.95, 0.1, 1.0)
+    assert (ft2.optimizer.b1, ft2.optimizer.b2, ft2.optimizer.weight_decay, ft2.optimizer.clip_norm) == (
+        0.9,
+        0.95,
+        0.1,
+        1.0,
+    )
     assert load_config("post2").epochs == 1.0 and load_config("ft1").epochs == 2.0
 
 

@@ -107,7 +107,9 @@ def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
     _assert_same(bf16.params, jax.tree_util.tree_map(lambda p: p.astype("bfloat16"), trained_two.params))
     missing = subprocess.run([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path), "--out",
                               str(tmp_path / "none")], capture_output=True, text=True)  # fmt: skip
-    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no flmjax checkpoint" in missing.stderr
+    assert (
+        missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no flmjax checkpoint" in missing.stderr
+    )
 
     # A full state (step, parameters, AdamW moments) continues stage one where it stopped.
     cont = setup_stage(_config(tmp_path, "one_more", steps=8, **{"init.state_from": one.run_dir}), _data(0))

@@ -25,7 +25,8 @@ never saw; re-basing would rotate the whole cache every so often (a stall).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,9 @@ class StepOutput(NamedTuple):
     column: jax.Array  # [B, 9] int32: text + 8 speak codes sampled now, i.e. delayed column t+1
 
 
-def per_stream_settings(settings: SamplingSettings | Sequence[SamplingSettings], batch_size: int) -> list[SamplingSettings]:
+def per_stream_settings(
+    settings: SamplingSettings | Sequence[SamplingSettings], batch_size: int
+) -> list[SamplingSettings]:
     """One settings object for every stream, or exactly one per stream."""
     if isinstance(settings, SamplingSettings):
         return [settings] * batch_size

@@ -9,7 +9,8 @@ stream changing its settings never recompiles the decoder.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,7 @@ class SamplingSettings:
     greedy: bool = False  # argmax of the penalised logits (the release's use_sampling=False)
     seed: int = 0
 
-    def validate(self, max_window: int) -> "SamplingSettings":
+    def validate(self, max_window: int) -> SamplingSettings:
         for side in ("text", "audio"):
             if getattr(self, f"{side}_temperature") < 0:
                 raise SettingsError(f"{side} temperature must be >= 0")
@@ -51,11 +52,11 @@ class SamplingSettings:
                 raise SettingsError(f"{side} repetition window must be <= {max_window} frames")
         return self
 
-    def greedy_deterministic(self) -> "SamplingSettings":
+    def greedy_deterministic(self) -> SamplingSettings:
         """Pure argmax: no sampling and no repetition penalty (what `--greedy` runs)."""
         return dataclasses.replace(self, greedy=True, text_repetition_penalty=1.0, audio_repetition_penalty=1.0)
 
-    def updated(self, release_settings: Mapping[str, Any]) -> "SamplingSettings":
+    def updated(self, release_settings: Mapping[str, Any]) -> SamplingSettings:
         """Apply a `POST /api/settings` body in the release's names (its LMGen attributes)."""
         changes = {}
         for key, value in release_settings.items():

@@ -88,7 +88,9 @@ class Connection:
         self.settings = settings
         self.frame_size = frame_size
         self.sample_rate = sample_rate
-        self.inbox: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, int(limits.max_queued_input_s * frames_per_s)))
+        self.inbox: collections.deque[np.ndarray] = collections.deque(
+            maxlen=max(1, int(limits.max_queued_input_s * frames_per_s))
+        )
         self.outbox = Outbox(max(1, int(limits.max_unsent_output_s * frames_per_s)))
         self.reader = sphn.OpusStreamReader(sample_rate)
         self.writer = sphn.OpusStreamWriter(sample_rate)
@@ -201,7 +203,9 @@ class ChatServer:
         if not self._authorized(request):
             return web.json_response({"error": "missing or wrong access token"}, status=401)
         if not self.free_rows:
-            return web.json_response({"error": f"all {self.session.batch_size} conversation slots are busy"}, status=503)
+            return web.json_response(
+                {"error": f"all {self.session.batch_size} conversation slots are busy"}, status=503
+            )
         row = self.free_rows.pop(0)
         conn = Connection(row, self.settings, self.session.frame_size, self.session.sample_rate, self.limits)
         self.connections[row] = conn
@@ -221,7 +225,12 @@ class ChatServer:
             if sender:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
-            log.info("slot %d: closed (%d input frames and %d reply frames dropped)", row, conn.dropped_input, conn.outbox.dropped)
+            log.info(
+                "slot %d: closed (%d input frames and %d reply frames dropped)",
+                row,
+                conn.dropped_input,
+                conn.outbox.dropped,
+            )
         return ws
 
     async def _receive_loop(self, ws: web.WebSocketResponse, conn: Connection) -> None:
@@ -273,12 +282,14 @@ class ChatServer:
                     break
                 try:
                     await asyncio.wait_for(self.wake.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 self.wake.clear()
             await self._step(loop)
             last_step = loop.time()
-            if any(c.inbox for c in self.connections.values()) or any(not c.ready.done() for c in self.connections.values()):
+            if any(c.inbox for c in self.connections.values()) or any(
+                not c.ready.done() for c in self.connections.values()
+            ):
                 self.wake.set()
 
     async def _step(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -9,7 +9,8 @@ leaves that stream's Mimi decoder untouched, as the release decodes nothing then
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +94,9 @@ class Session:
         if pcm.ndim == 1 and self.batch_size == 1:
             pcm = pcm[None]
         if pcm.shape != (self.batch_size, self.frame_size):
-            raise ValueError(f"Session.step takes [{self.batch_size}, {self.frame_size}] samples, got {list(pcm.shape)}")
+            raise ValueError(
+                f"Session.step takes [{self.batch_size}, {self.frame_size}] samples, got {list(pcm.shape)}"
+            )
         active = np.ones(self.batch_size, bool) if active is None else np.asarray(active, bool)
         self.state, audio, frame, valid = self._frame(self.model.params, self.mimi.params, self.state, pcm, active)
         audio, frame, valid = np.asarray(audio), np.asarray(frame), np.asarray(valid)

@@ -7,7 +7,8 @@ back until the ids completing it arrive.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 
 class Detokenizer(Protocol):

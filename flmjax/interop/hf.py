@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -59,9 +60,20 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
         pre = f"model.layers.{i}."
         add(pre + "input_layernorm.weight", (e,), layers + ("input_layernorm", "weight"), (i,))
         for proj, heads in (("q", h), ("k", kvh), ("v", kvh)):
-            add(pre + f"self_attn.{proj}_proj.weight", (heads * hd, e), layers + ("self_attn", f"{proj}_proj_kernel"), (i,), True)
+            add(
+                pre + f"self_attn.{proj}_proj.weight",
+                (heads * hd, e),
+                layers + ("self_attn", f"{proj}_proj_kernel"),
+                (i,),
+                True,
+            )
             if cfg.qkv_bias:
-                add(pre + f"self_attn.{proj}_proj.bias", (heads * hd,), layers + ("self_attn", f"{proj}_proj_bias"), (i,))
+                add(
+                    pre + f"self_attn.{proj}_proj.bias",
+                    (heads * hd,),
+                    layers + ("self_attn", f"{proj}_proj_bias"),
+                    (i,),
+                )
         add(pre + "self_attn.o_proj.weight", (e, h * hd), layers + ("self_attn", "o_proj_kernel"), (i,), True)
         if cfg.o_bias:
             add(pre + "self_attn.o_proj.bias", (e,), layers + ("self_attn", "o_proj_bias"), (i,))

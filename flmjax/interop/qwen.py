@@ -48,7 +48,9 @@ def check_qwen_config(directory: str | os.PathLike, config: ModelConfig) -> None
         with open(path) as f:
             qwen = json.load(f)
     except FileNotFoundError:
-        raise CheckpointMismatchError(f"{directory}: no config.json (expected a Qwen2.5 / Qwen2.5-VL HF directory)") from None
+        raise CheckpointMismatchError(
+            f"{directory}: no config.json (expected a Qwen2.5 / Qwen2.5-VL HF directory)"
+        ) from None
     text = qwen.get("text_config") or qwen
     want = {
         "hidden_size": config.hidden_size,
@@ -57,7 +59,9 @@ def check_qwen_config(directory: str | os.PathLike, config: ModelConfig) -> None
         "num_key_value_heads": config.num_kv_heads,
         "intermediate_size": config.intermediate_size,
     }
-    wrong = [f"{k} {text.get(k, qwen.get(k))} (model has {v})" for k, v in want.items() if text.get(k, qwen.get(k)) != v]
+    wrong = [
+        f"{k} {text.get(k, qwen.get(k))} (model has {v})" for k, v in want.items() if text.get(k, qwen.get(k)) != v
+    ]
     if wrong:
         raise CheckpointMismatchError(f"{directory}: Qwen LM does not fit the model: {', '.join(wrong)}")
 
@@ -97,7 +101,9 @@ def load_qwen_lm(directory: str | os.PathLike, config: ModelConfig, params: dict
         file, stored = files[name]
         value = file.tensor(stored)
         if shape is not None and value.shape != shape:
-            raise CheckpointMismatchError(f"{directory}: tensor {name} has shape {value.shape}, the model implies {shape}")
+            raise CheckpointMismatchError(
+                f"{directory}: tensor {name} has shape {value.shape}, the model implies {shape}"
+            )
         return value
 
     by_path: dict[tuple[str, ...], list[TensorSpec]] = defaultdict(list)
@@ -119,10 +125,14 @@ def load_qwen_lm(directory: str | os.PathLike, config: ModelConfig, params: dict
         replace(path, host)
     embedding = tensor(_EMBED)
     if embedding.ndim != 2 or embedding.shape[1] != config.hidden_size:
-        raise CheckpointMismatchError(f"{directory}: {_EMBED} has shape {embedding.shape}, expected [*, {config.hidden_size}]")
+        raise CheckpointMismatchError(
+            f"{directory}: {_EMBED} has shape {embedding.shape}, expected [*, {config.hidden_size}]"
+        )
     replace(("embed_tokens", "text_embeddings"), _text_rows(embedding, config))
     head = tensor(_HEAD, None) if _HEAD in files else embedding  # tied embeddings (small Qwen2.5 models)
     if head.shape[1] != config.hidden_size:
-        raise CheckpointMismatchError(f"{directory}: {_HEAD} has shape {head.shape}, expected [*, {config.hidden_size}]")
+        raise CheckpointMismatchError(
+            f"{directory}: {_HEAD} has shape {head.shape}, expected [*, {config.hidden_size}]"
+        )
     replace(("lm_head",), _text_rows(head, config).T)
     return params

@@ -148,5 +148,7 @@ class Mimi:
         if not jnp.issubdtype(codes.dtype, jnp.integer):
             raise ValueError(f"{who} expects integer codes, got dtype {codes.dtype}")
         if codes.size and not 0 <= int(codes.min()) <= int(codes.max()) < self.cardinality:
-            raise ValueError(f"{who}: codes must lie in [0, {self.cardinality}), got [{int(codes.min())}, {int(codes.max())}]")
+            raise ValueError(
+                f"{who}: codes must lie in [0, {self.cardinality}), got [{int(codes.min())}, {int(codes.max())}]"
+            )
         return jnp.asarray(codes, jnp.int32)

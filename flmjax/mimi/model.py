@@ -12,7 +12,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from flmjax.mimi.config import MimiConfig
 from flmjax.mimi.conv import CausalConv1d, CausalConvTranspose1d
@@ -37,7 +36,9 @@ class MimiModel(nn.Module):
             c.dimension, c.dimension, 2 * stride, stride=stride, use_bias=False, replicate_padding=True
         )
         self.quantizer = SplitResidualVQ(c, self.n_q)
-        self.upsample = CausalConvTranspose1d(c.dimension, c.dimension, 2 * stride, stride, use_bias=False, depthwise=True)
+        self.upsample = CausalConvTranspose1d(
+            c.dimension, c.dimension, 2 * stride, stride, use_bias=False, depthwise=True
+        )
         self.decoder_transformer = Transformer(c)
         self.decoder = SEANetDecoder(c)
 

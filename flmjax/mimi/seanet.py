@@ -49,7 +49,10 @@ class EncoderStage(nn.Module):
         self.strided_conv = CausalConv1d(self.channels, 2 * self.channels, 2 * self.ratio, stride=self.ratio)
 
     def init_state(self, batch_size: int) -> dict[str, Any]:
-        return {"residual": self.residual.init_state(batch_size), "strided_conv": self.strided_conv.init_state(batch_size)}
+        return {
+            "residual": self.residual.init_state(batch_size),
+            "strided_conv": self.strided_conv.init_state(batch_size),
+        }
 
     def __call__(self, x: jax.Array, state: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
         x, residual = self.residual(x, state["residual"])

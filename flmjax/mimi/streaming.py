@@ -29,14 +29,18 @@ class MimiStream:
     def encode(self, frame: jax.Array | np.ndarray) -> jax.Array:
         frame = self.mimi.check_pcm(frame, "MimiStream.encode")
         if frame.shape[0] != self.batch_size:
-            raise ValueError(f"MimiStream.encode: this stream has {self.batch_size} rows, got a frame of shape {tuple(frame.shape)}")
+            raise ValueError(
+                f"MimiStream.encode: this stream has {self.batch_size} rows, got a frame of shape {tuple(frame.shape)}"
+            )
         self.state["encode"], codes = self.mimi.encode_frames(self.mimi.params, self.state["encode"], frame)
         return codes
 
     def decode(self, codes: jax.Array | np.ndarray) -> jax.Array:
         codes = self.mimi.check_codes(codes, "MimiStream.decode")
         if codes.shape[0] != self.batch_size or codes.shape[-1] == 0:
-            raise ValueError(f"MimiStream.decode expects codes [{self.batch_size}, {self.mimi.n_q}, k >= 1], got shape {tuple(codes.shape)}")
+            raise ValueError(
+                f"MimiStream.decode expects codes [{self.batch_size}, {self.mimi.n_q}, k >= 1], got shape {tuple(codes.shape)}"
+            )
         self.state["decode"], pcm = self.mimi.decode_frames(self.mimi.params, self.state["decode"], codes)
         return pcm
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -98,7 +99,9 @@ def kyutai_layout(config: MimiConfig, n_q: int) -> tuple[list[Entry], list[Codeb
         residual(("encoder", f"stages_{i}", "residual"), f"encoder.model.{1 + 3 * i}", channels)
         conv(("encoder", f"stages_{i}", "strided_conv"), f"encoder.model.{3 + 3 * i}", channels, 2 * channels, 2 * down)
         channels = top // 2**i
-        convtr(("decoder", f"stages_{i}", "transposed_conv"), f"decoder.model.{2 + 3 * i}", channels, channels // 2, 2 * up)
+        convtr(
+            ("decoder", f"stages_{i}", "transposed_conv"), f"decoder.model.{2 + 3 * i}", channels, channels // 2, 2 * up
+        )
         residual(("decoder", f"stages_{i}", "residual"), f"decoder.model.{3 + 3 * i}", channels // 2)
     conv(("encoder", "output_conv"), f"encoder.model.{3 * n + 2}", top, c.dimension, c.last_kernel_size)
     conv(("decoder", "output_conv"), f"decoder.model.{3 * n + 2}", c.n_filters, 1, c.last_kernel_size)
@@ -121,8 +124,12 @@ def kyutai_layout(config: MimiConfig, n_q: int) -> tuple[list[Entry], list[Codeb
                 entries.append(Entry(path + (norm, "bias"), f"{name}.{norm}.bias", "plain", (d,), ("constant", 0.0)))
 
     k = 2 * c.resample_stride
-    entries.append(Entry(("downsample", "kernel"), "downsample.conv.conv.conv.weight", "conv", (k, d, d), _fan_in(d * k)))
-    entries.append(Entry(("upsample", "kernel"), "upsample.convtr.convtr.convtr.weight", "depthwise_convtr", (k, d), _fan_in(k)))
+    entries.append(
+        Entry(("downsample", "kernel"), "downsample.conv.conv.conv.weight", "conv", (k, d, d), _fan_in(d * k))
+    )
+    entries.append(
+        Entry(("upsample", "kernel"), "upsample.convtr.convtr.convtr.weight", "depthwise_convtr", (k, d), _fan_in(k))
+    )
 
     codebooks: list[CodebookEntry] = []
     q = c.codebook_dim
@@ -134,7 +141,9 @@ def kyutai_layout(config: MimiConfig, n_q: int) -> tuple[list[Entry], list[Codeb
         entries.append(Entry(path + ("input_proj",), f"{name}.input_proj.weight", "projection", (d, q), _fan_in(d)))
         entries.append(Entry(path + ("output_proj",), f"{name}.output_proj.weight", "projection", (q, d), _fan_in(q)))
         for i in range(count):
-            codebooks.append(CodebookEntry(path + (f"codebook_{i}",), f"{name}.vq.layers.{i}._codebook", (c.codebook_size, q)))
+            codebooks.append(
+                CodebookEntry(path + (f"codebook_{i}",), f"{name}.vq.layers.{i}._codebook", (c.codebook_size, q))
+            )
     return entries, codebooks
 
 
@@ -198,10 +207,14 @@ def load_kyutai(path: str | os.PathLike, config: MimiConfig, n_q: int) -> dict[s
                             return candidate
             return None
 
-        wanted = [e.name for e in entries] + [f"{cb.prefix}.{b}" for cb in codebooks for b in ("embedding_sum", "cluster_usage")]
+        wanted = [e.name for e in entries] + [
+            f"{cb.prefix}.{b}" for cb in codebooks for b in ("embedding_sum", "cluster_usage")
+        ]
         missing = [name for name in wanted if resolve(name) is None]
         if len(missing) == len(wanted):
-            raise CheckpointError(f"{path} is not a kyutai Mimi checkpoint (it has none of its tensors, e.g. {wanted[0]!r})")
+            raise CheckpointError(
+                f"{path} is not a kyutai Mimi checkpoint (it has none of its tensors, e.g. {wanted[0]!r})"
+            )
         if missing:
             raise CheckpointError(f"{path} lacks {len(missing)} Mimi tensor(s), the first being {missing[0]!r}")
 

@@ -59,7 +59,9 @@ class StreamEmbedding(nn.Module):
         dtype, param_dtype = dtypes(cfg)
         init = nn.initializers.normal(cfg.initializer_range)
         n = cfg.num_codebooks
-        text = param_with_axes(self, "text_embeddings", init, (cfg.vocab_size, cfg.hidden_size), param_dtype, ("vocab", "embed"))
+        text = param_with_axes(
+            self, "text_embeddings", init, (cfg.vocab_size, cfg.hidden_size), param_dtype, ("vocab", "embed")
+        )
         table_shape = (n, cfg.audio_vocab_size, cfg.hidden_size)
         table_axes = ("codebooks", "audio_vocab", "embed")
         speak = param_with_axes(self, "aud_speak_embeddings", init, table_shape, param_dtype, table_axes)
@@ -88,10 +90,14 @@ class Attention(nn.Module):
         e, h, kvh, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
         def project(name, heads, head_axis):
-            w = param_with_axes(self, f"{name}_proj_kernel", init, (e, heads, d), param_dtype, ("embed", head_axis, "head_dim"))
+            w = param_with_axes(
+                self, f"{name}_proj_kernel", init, (e, heads, d), param_dtype, ("embed", head_axis, "head_dim")
+            )
             y = jnp.einsum("bse,ehd->bshd", x.astype(dtype), w.astype(dtype))
             if cfg.qkv_bias:
-                b = param_with_axes(self, f"{name}_proj_bias", nn.initializers.zeros, (heads, d), param_dtype, (head_axis, "head_dim"))
+                b = param_with_axes(
+                    self, f"{name}_proj_bias", nn.initializers.zeros, (heads, d), param_dtype, (head_axis, "head_dim")
+                )
                 y = y + b.astype(dtype)
             return y
 
@@ -106,7 +112,9 @@ class Attention(nn.Module):
         wo = param_with_axes(self, "o_proj_kernel", init, (h, d, e), param_dtype, ("q_heads", "head_dim", "embed"))
         y = jnp.einsum("bshd,hde->bse", out.reshape(b, s, h, d), wo.astype(dtype))
         if cfg.o_bias:
-            y = y + param_with_axes(self, "o_proj_bias", nn.initializers.zeros, (e,), param_dtype, ("embed",)).astype(dtype)
+            y = y + param_with_axes(self, "o_proj_bias", nn.initializers.zeros, (e,), param_dtype, ("embed",)).astype(
+                dtype
+            )
         return y, (k, v)
 
 
@@ -123,7 +131,9 @@ class DecoderLayer(nn.Module):
         y, new_kv = Attention(cfg, name="self_attn")(y, cos, sin, mask, cached_kv)
         x = residual + y
         y = RMSNorm(cfg.rms_norm_eps, param_dtype, name="post_attention_layernorm")(x)
-        y = SwiGLU(cfg.intermediate_size, dtype, param_dtype, nn.initializers.normal(cfg.initializer_range), name="mlp")(y)
+        y = SwiGLU(
+            cfg.intermediate_size, dtype, param_dtype, nn.initializers.normal(cfg.initializer_range), name="mlp"
+        )(y)
         x = constrain(x + y, ("activation_batch", "activation_length", "activation_embed"))
         return x, (new_kv if self.returns_kv else None)
 
@@ -187,6 +197,10 @@ def write_cache(cache: KVCache, new_kv: tuple[jax.Array, jax.Array], positions: 
 def make_text_head(module: nn.Module, config: ModelConfig) -> Any:
     """The untied `lm_head` [E, V] parameter."""
     return param_with_axes(
-        module, "lm_head", nn.initializers.normal(config.initializer_range), (config.hidden_size, config.vocab_size),
-        jnp.dtype(config.param_dtype), ("embed", "vocab"),
+        module,
+        "lm_head",
+        nn.initializers.normal(config.initializer_range),
+        (config.hidden_size, config.vocab_size),
+        jnp.dtype(config.param_dtype),
+        ("embed", "vocab"),
     )

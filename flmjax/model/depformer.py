@@ -56,14 +56,18 @@ class DepformerLayer(nn.Module):
         x = constrain(x, ("activation_batch", None, None))
 
         y = RMSNorm(dep.norm_eps, param_dtype, name="ln_1")(x)
-        c_attn = param_with_axes(self, "c_attn_kernel", init, (d, 3, h, hd), param_dtype, ("dep_embed", "qkv", "dep_heads", "head_dim"))
+        c_attn = param_with_axes(
+            self, "c_attn_kernel", init, (d, 3, h, hd), param_dtype, ("dep_embed", "qkv", "dep_heads", "head_dim")
+        )
         qkv = jnp.einsum("npd,dthe->tnphe", y.astype(dtype), c_attn.astype(dtype))
         q, k, v = qkv[0], qkv[1], qkv[2]
         if cached_kv is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cached_kv[0], k, position, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cached_kv[1], v, position, axis=1)
         out = attend(q[:, :, :, None, :], k, v, jnp.broadcast_to(mask, (n, *mask.shape)), hd**-0.5)
-        c_proj = param_with_axes(self, "c_proj_kernel", proj_init, (h, hd, d), param_dtype, ("dep_heads", "head_dim", "dep_embed"))
+        c_proj = param_with_axes(
+            self, "c_proj_kernel", proj_init, (h, hd, d), param_dtype, ("dep_heads", "head_dim", "dep_embed")
+        )
         x = x + jnp.einsum("nphe,hed->npd", out[:, :, :, 0, :], c_proj.astype(dtype))
 
         y = RMSNorm(dep.norm_eps, param_dtype, name="ln_2")(x).astype(dtype)
@@ -71,7 +75,9 @@ class DepformerLayer(nn.Module):
         stack = (cfg.num_codebooks,)
         gate = param_with_axes(self, "mlps_gate_proj", init, (*stack, d, dep.mlp_dim), param_dtype, mlp_axes_in)
         up = param_with_axes(self, "mlps_up_proj", init, (*stack, d, dep.mlp_dim), param_dtype, mlp_axes_in)
-        down = param_with_axes(self, "mlps_down_proj", init, (*stack, dep.mlp_dim, d), param_dtype, ("codebooks", "dep_mlp", "dep_embed"))
+        down = param_with_axes(
+            self, "mlps_down_proj", init, (*stack, dep.mlp_dim, d), param_dtype, ("codebooks", "dep_mlp", "dep_embed")
+        )
         gate, up, down = (_at(w, position).astype(dtype) for w in (gate, up, down))
         hidden = nn.silu(jnp.einsum("npd,pdf->npf", y, gate)) * jnp.einsum("npd,pdf->npf", y, up)
         hidden = constrain(hidden, ("activation_batch", None, "activation_mlp"))
@@ -95,13 +101,19 @@ class Depformer(nn.Module):
         init = nn.initializers.normal(cfg.initializer_range)
         n_cb, a, d = cfg.num_codebooks, cfg.audio_vocab_size, dep.dim
 
-        linear_in = param_with_axes(self, "linear_in", init, (cfg.hidden_size, n_cb, d), param_dtype, ("embed", "codebooks", "dep_embed"))
+        linear_in = param_with_axes(
+            self, "linear_in", init, (cfg.hidden_size, n_cb, d), param_dtype, ("embed", "codebooks", "dep_embed")
+        )
         wtes = param_with_axes(self, "wtes", init, (n_cb, a, d), param_dtype, ("codebooks", "audio_vocab", "dep_embed"))
         wpe = param_with_axes(self, "wpe", init, (n_cb, d), param_dtype, ("codebooks", "dep_embed"))
-        heads = param_with_axes(self, "lm_heads", init, (n_cb, d, a), param_dtype, ("codebooks", "dep_embed", "audio_vocab"))
+        heads = param_with_axes(
+            self, "lm_heads", init, (n_cb, d, a), param_dtype, ("codebooks", "dep_embed", "audio_vocab")
+        )
 
         tables = _at(wtes, position)  # [P, A, D]
-        token_emb = jax.vmap(lambda table, ids: jnp.take(table, ids, axis=0), in_axes=(0, 1), out_axes=1)(tables, prev_codes)
+        token_emb = jax.vmap(lambda table, ids: jnp.take(table, ids, axis=0), in_axes=(0, 1), out_axes=1)(
+            tables, prev_codes
+        )
         x = token_emb.astype(dtype) + _at(wpe, position).astype(dtype)
         x = x + jnp.einsum("ne,epd->npd", h.astype(dtype), _at(linear_in, position, axis=1).astype(dtype))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -32,7 +32,9 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        weight = param_with_axes(self, "weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype, (self.axis_name,))
+        weight = param_with_axes(
+            self, "weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype, (self.axis_name,)
+        )
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return weight.astype(x.dtype) * normed.astype(x.dtype)
@@ -75,7 +77,8 @@ def attend(q: jax.Array, keys, values, mask: jax.Array, scale: float, chunk: int
         probs = jax.nn.softmax(scores, axis=-1).astype(values[0].dtype)
         starts = [sum(splits[:i]) for i in range(len(splits))]
         return sum(
-            jnp.einsum("bkgst,btkd->bskgd", probs[..., start : start + n], v) for start, n, v in zip(starts, splits, values)
+            jnp.einsum("bkgst,btkd->bskgd", probs[..., start : start + n], v)
+            for start, n, v in zip(starts, splits, values)
         )
 
     s = q.shape[1]
@@ -103,9 +106,15 @@ class SwiGLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dim = x.shape[-1]
-        gate = param_with_axes(self, "gate_proj", self.init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis))
-        up = param_with_axes(self, "up_proj", self.init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis))
-        down = param_with_axes(self, "down_proj", self.init, (self.hidden, dim), self.param_dtype, (self.hidden_axis, self.in_axis))
+        gate = param_with_axes(
+            self, "gate_proj", self.init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis)
+        )
+        up = param_with_axes(
+            self, "up_proj", self.init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis)
+        )
+        down = param_with_axes(
+            self, "down_proj", self.init, (self.hidden, dim), self.param_dtype, (self.hidden_axis, self.in_axis)
+        )
         x = x.astype(self.dtype)
         h = nn.silu(x @ gate.astype(self.dtype)) * (x @ up.astype(self.dtype))
         return h @ down.astype(self.dtype)

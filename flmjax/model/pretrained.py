@@ -46,7 +46,7 @@ class FLMAudio:
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
-    def init(cls, config: ModelConfig | str, seed: int = 0) -> "FLMAudio":
+    def init(cls, config: ModelConfig | str, seed: int = 0) -> FLMAudio:
         """Fresh random parameters (the release's initialisation scheme)."""
         config = get_model_config(config) if isinstance(config, str) else config
         module = FLMAudioLM(config)
@@ -54,7 +54,7 @@ class FLMAudio:
         return cls(config, init(jax.random.PRNGKey(seed)))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **runtime: Any) -> "FLMAudio":
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **runtime: Any) -> FLMAudio:
         """Load an HF-layout directory (the release's, or one `save_pretrained` wrote), or a checkpoint
         flmjax's trainer wrote (its run directory, for the newest step, or one step directory).
 
@@ -75,7 +75,9 @@ class FLMAudio:
         host = load_hf_params(path, config, abstract_params(config), np.dtype(jnp.dtype(config.param_dtype)))
         return cls(config, jax.tree_util.tree_map(jnp.asarray, host))
 
-    def save_pretrained(self, out_dir: str | os.PathLike, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> None:
+    def save_pretrained(
+        self, out_dir: str | os.PathLike, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30
+    ) -> None:
         """Write config.json + safetensors (sharded past `max_shard_bytes`) that the official
         `FLMAudioForCausalLM.from_pretrained` loads. Tensors keep the parameters' dtype unless `dtype`
         (e.g. "bfloat16", the release's) is given."""
@@ -106,7 +108,9 @@ class FLMAudio:
         audio logits [B, T, 8, 2050] (depformer teacher-forced with the speak codes of column t+1)."""
         tokens = jnp.asarray(tokens, jnp.int32)
         if tokens.ndim != 3 or tokens.shape[-1] != self.config.tokens.num_streams or tokens.shape[1] < 2:
-            raise ValueError(f"tokens must be int32 [B, T+1 >= 2, {self.config.tokens.num_streams}], got {tokens.shape}")
+            raise ValueError(
+                f"tokens must be int32 [B, T+1 >= 2, {self.config.tokens.num_streams}], got {tokens.shape}"
+            )
         return self._forward(self.params, tokens)
 
     def init_cache(self, batch: int, window: int | None = None) -> KVCache:

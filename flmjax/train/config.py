@@ -21,8 +21,9 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from flmjax.config import DTYPES, REMAT_POLICIES, ConfigError, ModelConfig, get_model_config
 from flmjax.data.config import DataConfig, get_data_config

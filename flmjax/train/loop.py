@@ -58,7 +58,9 @@ def _progress(stage: Stage, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=stage.total_steps, initial=stage.start_step, desc=stage.config.stage, unit="step", dynamic_ncols=True)
+    return tqdm(
+        total=stage.total_steps, initial=stage.start_step, desc=stage.config.stage, unit="step", dynamic_ncols=True
+    )
 
 
 def run_stage(stage: Stage) -> StageResult:
@@ -89,7 +91,9 @@ def run_stage(stage: Stage) -> StageResult:
                 host_metrics = jax.device_get(metrics)  # waits for the step: the time below covers it
                 last = logger.log(step, {**host_metrics, **throughput.report()})
                 if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{last.get('tokens_per_s', 0):.0f}")
+                    bar.set_postfix(
+                        loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{last.get('tokens_per_s', 0):.0f}"
+                    )
             if bar is not None:
                 bar.update(1)
             if can_eval and log_cfg.eval_every_steps and step % log_cfg.eval_every_steps == 0:

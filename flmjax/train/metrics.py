@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -44,7 +45,13 @@ def model_flops_per_step(config: ModelConfig, batch: int, columns: int) -> float
     """Training FLOPs of one step on `batch` sequences of `columns` model columns (T): 3x the forward
     pass's matmul FLOPs (backward = 2x forward), rematerialisation not counted (model FLOPs, as for
     MFU). Causal attention counts the average context, (T + 1) / 2 keys per query."""
-    e, h, kv, d, f = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim, config.intermediate_size
+    e, h, kv, d, f = (
+        config.hidden_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.intermediate_size,
+    )
     dep = config.depformer
     k, a = config.num_codebooks, config.audio_vocab_size
     context = (columns + 1) / 2

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -87,7 +88,7 @@ def check_can_start(config: TrainConfig) -> None:
     reads_demo = any(c.manifest and Path(c.manifest).resolve().is_relative_to(DEMO_DIR) for c in config.data.corpora)
     if reads_demo and config.model.name != "demo":
         needs.append(
-            "data (its corpora are the demo corpus: --data.corpora='({\"name\": NAME, \"prepared\": DIR},)' "
+            'data (its corpora are the demo corpus: --data.corpora=\'({"name": NAME, "prepared": DIR},)\' '
             "with folders from launch/prepare_data.py)"
         )
     if needs:
@@ -119,7 +120,9 @@ def _initial_state(
     """The restore order: this run's latest checkpoint, a full state, parameters only, Qwen, random."""
     init = config.init
     if checkpoints.latest_step() is not None:
-        return checkpoints.restore_latest(target, data.train), f"resumed {checkpoints.directory}/{checkpoints.latest_step()}"
+        return checkpoints.restore_latest(
+            target, data.train
+        ), f"resumed {checkpoints.directory}/{checkpoints.latest_step()}"
     if init.state_from:
         ckpt.check_same_model(init.state_from, ckpt.model_config_of(init.state_from), model)
         return ckpt.restore_state(init.state_from, target, data.train), f"full state from {init.state_from}"

@@ -72,7 +72,9 @@ def abstract_state(config: ModelConfig, optimizer: optax.GradientTransformation,
         step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=jax.eval_shape(optimizer.init, params)
     )
     return jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, state_shardings(config, optimizer, mesh)
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        shapes,
+        state_shardings(config, optimizer, mesh),
     )
 
 
@@ -88,7 +90,9 @@ def random_state(config: ModelConfig, optimizer: optax.GradientTransformation, m
     return jax.jit(init, out_shardings=state_shardings(config, optimizer, mesh))(jax.random.PRNGKey(seed))
 
 
-def state_from_params(params: Any, config: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
+def state_from_params(
+    params: Any, config: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh
+) -> TrainState:
     """Step 0 with a fresh optimizer around given parameters (host arrays, or device arrays anywhere)."""
     shardings = state_shardings(config, optimizer, mesh)
     params = jax.tree_util.tree_map(

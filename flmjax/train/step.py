@@ -8,7 +8,8 @@ contributes `coefficient * its CE sum / the batch's mass` per term.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -23,7 +23,9 @@ class StreamEmbeddings(nn.Module):
         n = len(self.aud_speak_embeddings)
         emb = self.text_embeddings(tokens[..., 0])
         for c in range(n):
-            emb = emb + (self.aud_speak_embeddings[c](tokens[..., 1 + c]) + self.aud_listen_embeddings[c](tokens[..., 1 + n + c]))
+            emb = emb + (
+                self.aud_speak_embeddings[c](tokens[..., 1 + c]) + self.aud_listen_embeddings[c](tokens[..., 1 + n + c])
+            )
         return emb
 
 
@@ -125,7 +127,9 @@ class TorchFLMAudio(nn.Module):
         )
         assert cfg["head_dim"] == cfg["hidden_size"] // cfg["num_attention_heads"]
         self.model = Qwen2Model(qwen)
-        self.model.embed_tokens = StreamEmbeddings(cfg["vocab_size"], cfg["aud_vocab_size"], cfg["aud_channel"], cfg["hidden_size"])
+        self.model.embed_tokens = StreamEmbeddings(
+            cfg["vocab_size"], cfg["aud_vocab_size"], cfg["aud_channel"], cfg["hidden_size"]
+        )
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
         dep = cfg["aud_depthgpt"]
         self.aud_output_layers = Depformer(
