@@ -33,6 +33,7 @@ class FrameResult(NamedTuple):
     text: list[str]  # per stream, the text that became printable this frame
     tokens: np.ndarray  # [B, 9] int32 the output frame (text id + 8 codes); meaningless where not valid
     valid: np.ndarray  # [B] bool False on a stream's first frame
+    user_codes: np.ndarray  # [B, 8] int32 Mimi's codes of this input frame (what the model heard)
 
 
 def default_tokenizer() -> Detokenizer:
@@ -98,17 +99,20 @@ class Session:
                 f"Session.step takes [{self.batch_size}, {self.frame_size}] samples, got {list(pcm.shape)}"
             )
         active = np.ones(self.batch_size, bool) if active is None else np.asarray(active, bool)
-        self.state, audio, frame, valid = self._frame(self.model.params, self.mimi.params, self.state, pcm, active)
+        self.state, audio, frame, valid, heard = self._frame(
+            self.model.params, self.mimi.params, self.state, pcm, active
+        )
         audio, frame, valid = np.asarray(audio), np.asarray(frame), np.asarray(valid)
         text = [stream.push(int(f[0])) if v else "" for stream, f, v in zip(self.text, frame, valid)]
-        return FrameResult(audio, text, frame, valid)
+        return FrameResult(audio, text, frame, valid, np.asarray(heard))
 
     @functools.cached_property
     def _frame(self):
         return jax.jit(self.frame_step, donate_argnums=(2,))
 
     def frame_step(self, params: dict, mimi_params: dict, state: SessionState, pcm: jax.Array, active: jax.Array):
-        """Pure: (state, pcm [B, 1920], active [B]) -> (state, reply pcm [B, 1920], output frame [B, 9], valid [B])."""
+        """Pure: (state, pcm [B, 1920], active [B]) -> (state, reply pcm [B, 1920], output frame [B, 9], valid [B],
+        user codes [B, 8])."""
 
         def where(mask, new, old):
             return jax.tree.map(lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (o.ndim - 1)), n, o), new, old)
@@ -120,4 +124,4 @@ class Session:
         mimi_state = {"encode": where(active, encoded["encode"], state.mimi["encode"]),
                       "decode": where(out.valid, decoded["decode"], state.mimi["decode"])}  # fmt: skip
         audio = jnp.where(out.valid[:, None], audio[:, 0], 0.0)
-        return SessionState(decoder, mimi_state), audio, out.frame, out.valid
+        return SessionState(decoder, mimi_state), audio, out.frame, out.valid, codes[:, :, 0]
