@@ -1,0 +1,1 @@
+"""Command-line programs: `flmjax/cli/<name>.py` exposes `main(argv) -> int`; `launch/<name>.py` wraps it."""
