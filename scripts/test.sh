@@ -3,13 +3,19 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh -m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The browser test drives Debian's Chromium headless; install it when missing and we may (root).
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# The browser test drives Debian's Chromium headless and the evaluation tests speak with espeak-ng;
+# install them when missing and we may (root).
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v espeak-ng >/dev/null || missing="$missing espeak-ng"
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --disable-pip-version-check -r requirements-test.txt -e .
 # moshi (kyutai's PyTorch reference) pins old numpy/torch/transformers: take it without its pins.
 python -m pip install -q --disable-pip-version-check --no-deps moshi==0.2.13
+# Silero VAD's wheel ships the ONNX model flmjax runs; its torch dependency is not needed at run time.
+python -m pip install -q --disable-pip-version-check --no-deps silero-vad==6.2.3
 python -m pytest "$@"

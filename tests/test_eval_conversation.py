@@ -194,6 +194,19 @@ def test_fdb_infer_then_fdb(tmp_path, checkpoint, small_random_mimi, capsys):
     assert "no Whisper weights there" in capsys.readouterr().err
 
 
+def test_vad_activity_of_streamed_tracks():
+    from flmjax.eval.conversation import Streamed, activity_segments
+    from tests.eval_helpers import place, speech
+
+    user = place(4.0, [(0.5, speech("hello there"))], rate=24_000)
+    reply = place(4.0, [(2.5, speech("good to see you", "en-gb+f3"))], rate=24_000)
+    streamed = Streamed(user, reply, [""] * 50, [None] * 50, np.zeros((50, 8), int))
+    (u,), (m,) = activity_segments(streamed, "vad", None, 24_000, 0.08)
+    assert abs(u[0] - 0.5) < 0.06 and abs(m[0] - 2.5) < 0.06
+    with pytest.raises(EvalError, match="unknown activity"):
+        activity_segments(streamed, "energy", None, 24_000, 0.08)
+
+
 def test_fake_asr_follows_the_audio():
     from flmjax.eval.asr import FakeASR, backend
     from tests.eval_helpers import place, speech

@@ -1,14 +1,12 @@
 """Silero VAD through onnxruntime equals silero's own get_speech_timestamps (torch, reference only)."""
 
 import numpy as np
-import pytest
+import silero_vad
 import soundfile
 import torch
 
 from flmjax.eval import vad
 from tests.eval_helpers import SHARED, place, speech
-
-silero_vad = pytest.importorskip("silero_vad")
 
 
 def reference(pcm16k: np.ndarray, onnx: bool) -> list[tuple[int, int]]:

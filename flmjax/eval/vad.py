@@ -1,5 +1,6 @@
 """Silero VAD without torch: the ONNX model the `silero-vad` wheel ships, run through onnxruntime.
 
+The model file comes from the `silero-vad` wheel (MIT), installed without its torch dependency.
 The model is a streaming network: each call takes 512 new samples at 16 kHz preceded by the last 64
 samples of the previous call (zeros at first), the recurrent state [2, B, 128] and the rate, and returns
 the speech probability of those 512 samples and the next state. Channels are rows of one batch.
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from importlib import resources
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -42,11 +44,18 @@ class VadOptions:
         return max(self.threshold - 0.15, 0.01)
 
 
+INSTALL = "pip install --no-deps silero-vad==6.2.3"  # its torch dependency serves only its own torch API
+
+
 def model_path() -> str:
-    """The ONNX file inside the installed `silero-vad` wheel."""
-    path = resources.files("silero_vad.data").joinpath("silero_vad.onnx")
+    """The ONNX file inside the installed `silero-vad` wheel, found from the wheel's metadata: importing
+    the package would import torch, which evaluation does not need."""
+    try:
+        path = Path(str(metadata.distribution("silero-vad").locate_file("silero_vad/data/silero_vad.onnx")))
+    except metadata.PackageNotFoundError:
+        raise EvalError(f"Silero VAD is not installed: {INSTALL}") from None
     if not path.is_file():
-        raise EvalError(f"{path}: silero-vad's ONNX model is missing (pip install silero-vad)")
+        raise EvalError(f"{path}: silero-vad's ONNX model is missing ({INSTALL})")
     return str(path)
 
 
