@@ -175,7 +175,7 @@ def cmd_wer(args: argparse.Namespace) -> int:
 
     refs, hyps = _paired(args.ref, args.hyp)
     norm = args.norm or ("seedtts" if args.per_utterance else "whisper")
-    result = recognition.error_rate(refs, hyps, args.lang, norm)
+    result: dict = recognition.error_rate(refs, hyps, args.lang, norm)
     unit = "wer" if args.lang == "en" else "cer"
     if args.per_utterance:
         rates = recognition.utterance_error_rates(refs, hyps, args.lang, norm)

@@ -8,6 +8,7 @@ do the file and model work around them.
 
 import json
 import os
+from typing import Any
 
 from flmjax.errors import FlmjaxError
 
@@ -16,7 +17,7 @@ class EvalError(FlmjaxError):
     """Evaluation input that cannot be used (a missing or malformed file, an empty track), in one line."""
 
 
-def read_json(path: str | os.PathLike) -> object:
+def read_json(path: str | os.PathLike) -> Any:
     """A JSON file's content; a missing or malformed file is an `EvalError` naming it."""
     try:
         with open(path, encoding="utf-8") as f:

@@ -9,7 +9,7 @@ A backend maps (float mono pcm, sample rate) to Full-Duplex-Bench's `output.json
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class FakeASR:
 
     def transcribe(self, pcm: np.ndarray, sample_rate: int) -> dict:
         segments = silero.speech_seconds(pcm, sample_rate)[0]
-        chunks = [{"text": "speech", "timestamp": [round(s, 3), round(e, 3)]} for s, e in segments]
+        chunks: list[dict] = [{"text": "speech", "timestamp": [round(s, 3), round(e, 3)]} for s, e in segments]
         return {"text": " ".join(c["text"] for c in chunks), "chunks": chunks}
 
 
@@ -46,7 +46,7 @@ class WhisperASR:
 
     def transcribe(self, pcm: np.ndarray, sample_rate: int) -> dict:
         pcm16 = silero.to_16k(pcm, sample_rate)[0]
-        out = self.pipe(
+        out: Any = self.pipe(
             {"raw": pcm16, "sampling_rate": silero.SAMPLE_RATE}, return_timestamps="word", chunk_length_s=30
         )
         chunks = [

@@ -117,7 +117,7 @@ def words_touching(chunks: Sequence[dict], start: float, end: float) -> list[str
 
 def backchannel_sample(segments: Sequence[tuple[float, float]], chunks: Sequence[dict]) -> tuple[int, list]:
     """(TOR, backchannel candidates [[start, end], ...]) of one output from its VAD segments (seconds)."""
-    tor, candidates = 0, []
+    tor, candidates = 0, list[list[float]]()
     for start, end in segments:
         duration = end - start
         if duration > BACKCHANNEL_MAX_S:
@@ -262,7 +262,7 @@ def _backchannel(root: str | os.PathLike, gt_distribution: str | os.PathLike | N
     reference = read_json(gt_path)
     if not isinstance(reference, dict):
         raise EvalError(f"{gt_path}: expected {{sample: [probabilities]}}")
-    per_sample = []
+    per_sample: list[dict] = []
     for d in sample_dirs(root, "output.wav"):
         if d.name not in reference:
             raise EvalError(f"{gt_path}: no ground-truth distribution for sample {d.name!r}")
@@ -291,7 +291,7 @@ def _backchannel(root: str | os.PathLike, gt_distribution: str | os.PathLike | N
 
 
 def _latency_intervals(root: str | os.PathLike) -> dict:
-    per_sample = []
+    per_sample: list[dict] = []
     for d in sample_dirs(root, "output.wav"):
         if not (d / "input.wav").is_file():
             raise EvalError(f"{d / 'input.wav'}: file not found")

@@ -16,17 +16,18 @@ FRAME_S = 0.08
 
 def utterances(pieces: Sequence[str], frame_s: float = FRAME_S) -> list[dict]:
     """[{"start_s", "end_s", "text"}] per utterance (text between newlines, whitespace-trimmed)."""
-    out, text, first, last = [], "", None, None
+    out: list[dict] = []
+    text, first, last = "", -1, -1  # first = -1: no printable text yet in this utterance
     for k, piece in enumerate(list(pieces) + ["\n"]):
         for part_index, part in enumerate(piece.split("\n")):
             if part_index > 0:  # a newline: close the utterance
                 if text.strip():
                     out.append({"start_s": first * frame_s, "end_s": (last + 1) * frame_s, "text": text.strip()})
-                text, first, last = "", None, None
+                text, first, last = "", -1, -1
             if part.strip():
-                first = k if first is None else first
+                first = k if first < 0 else first
                 last = k
-            if first is not None:
+            if first >= 0:
                 text += part
     return out
 

@@ -69,9 +69,9 @@ def timeline(
         t, lo, hi = _envelope(np.asarray(pcm, np.float32), sample_rate)
         peak = max(float(np.abs(pcm).max()) if len(pcm) else 0.0, 1e-3)
         ax.fill_between(t, lo / peak, hi / peak, color=color, linewidth=0.4, alpha=0.9)
-        for s, e in segs:
-            ax.axvspan(s, e, ymin=0.0, ymax=0.08, color=color, alpha=0.9, linewidth=0)
-            ax.axvspan(s, e, color=color, alpha=0.10, linewidth=0)
+        for start, end in segs:
+            ax.axvspan(start, end, ymin=0.0, ymax=0.08, color=color, alpha=0.9, linewidth=0)
+            ax.axvspan(start, end, color=color, alpha=0.10, linewidth=0)
         ax.set_ylim(-1.25, 1.25)
         ax.set_yticks([])
         ax.set_ylabel(f"{label}\n(peak {peak:.2f})", rotation=0, ha="right", va="center", fontsize=10)
@@ -106,10 +106,10 @@ def timeline(
     chars_per_s = 60 / max(duration, 1) * (width / 12)  # rough label width in seconds per character
     texts = [textwrap.shorten(_printable(m["text"]), 60, placeholder="…") for m in monologue]
     lanes = _lanes([m["start_s"] for m in monologue], [len(t) / max(chars_per_s, 1e-3) for t in texts], 4)
-    for m, t, lane in zip(monologue, texts, lanes):
+    for m, label, lane in zip(monologue, texts, lanes):
         y = 0.82 - 0.22 * lane
         ax.plot([m["start_s"], m["end_s"]], [y - 0.06, y - 0.06], color=MODEL_COLOR, lw=2)
-        ax.text(m["start_s"], y, t, fontsize=8, va="center", color="#333333")
+        ax.text(m["start_s"], y, label, fontsize=8, va="center", color="#333333")
     ax.set_xlim(0, duration)
     ax.set_xlabel("time (s)")
     handles = [Patch(color=c, label=k) for k, c in KIND_COLORS.items()]

@@ -137,6 +137,7 @@ def event_audio(event: UserEvent, notes: list[str]) -> np.ndarray:
     """The speech of one event at 24 kHz mono; a resampled file is reported in `notes`."""
     if event.text is not None:
         return speak(event.text, event.voice, event.speed)
+    assert event.audio is not None  # parse_script gives every event text or audio
     pcm, rate = audio.load_audio(event.audio)
     if rate != SAMPLE_RATE:
         notes.append(f"{event.audio}: resampled from {rate} Hz to {SAMPLE_RATE} Hz")
