@@ -263,8 +263,9 @@ def _scripts(args: argparse.Namespace) -> list:
     return scripts
 
 
-def write_conversation(out: Path, metrics: dict, streamed, user, model, plot: bool) -> None:
-    """conversation.wav (user, model), monologue.json, metrics.json and timeline.png of one conversation."""
+def write_conversation(out: Path, metrics: dict, streamed, plot: bool) -> None:
+    """conversation.wav (user, model), monologue.json, metrics.json and timeline.png (speech drawn as the
+    metrics' IPUs) of one conversation."""
     import soundfile
 
     from flmjax.eval import plot as plotting
@@ -287,8 +288,9 @@ def write_conversation(out: Path, metrics: dict, streamed, user, model, plot: bo
                  f"barge-in stop {_fmt(metrics['barge_in']['success_rate'])}, "
                  f"answers {_fmt(metrics['answers']['accuracy'])}")  # fmt: skip
         plotting.timeline(
-            str(out / "timeline.png"), streamed.user, streamed.reply, 24_000, user, model,
-            metrics["user_events"], metrics["monologue"], title=title, activity=metrics["activity"],
+            str(out / "timeline.png"), streamed.user, streamed.reply, 24_000, metrics["ipus"]["user"],
+            metrics["ipus"]["model"], metrics["user_events"], metrics["monologue"], title=title,
+            activity=metrics["activity"],
         )  # fmt: skip
 
 
@@ -310,10 +312,8 @@ def cmd_conversation(args: argparse.Namespace) -> int:
         _note(n)
     out = Path(args.out)
     single = args.script is not None
-    for metrics, streamed, user, model_segs in results:
-        write_conversation(
-            out if single else out / metrics["name"], metrics, streamed, user, model_segs, not args.no_plot
-        )
+    for metrics, streamed in results:
+        write_conversation(out if single else out / metrics["name"], metrics, streamed, not args.no_plot)
     if single:
         result = results[0][0]
     else:

@@ -164,9 +164,9 @@ def run_scripts(
     detector: CodesActivity | None = None,
     notes: list[str] | None = None,
     progress: str | None = None,
-) -> list[tuple[dict, Streamed, list, list]]:
+) -> list[tuple[dict, Streamed]]:
     """Render, stream (in batches of the session's size; each script sampled with `settings` seeded by its
-    `seed`) and measure scripts -> per script (metrics, streamed tracks, user segments, model segments)."""
+    `seed`) and measure scripts -> per script (metrics, streamed tracks)."""
     if activity not in ACTIVITY:
         raise EvalError(f"unknown activity detector {activity!r}; known: {', '.join(ACTIVITY)}")
     rendered = [render(s, notes) for s in scripts]
@@ -180,5 +180,5 @@ def run_scripts(
             user, model = activity_segments(s, activity, detector, session.sample_rate, frame_s)
             metrics = measure(scripts[i], rendered[i][1], s, user, model, frame_s)
             metrics["activity"] = activity
-            out.append((metrics, s, user, model))
+            out.append((metrics, s))
     return out

@@ -81,13 +81,16 @@ def timeline(
     # (on both channels), and the reply latency as an arrow on the model's channel.
     ax = axes[0]
     above = blended_transform_factory(ax.transData, ax.transAxes)
-    lanes = _lanes([e["start_s"] for e in events], [max(e["end_s"] - e["start_s"], duration / 8) for e in events], 2)
-    for e, lane in zip(events, lanes):
+    # A label's width in seconds: ~0.075 inch per character at 8.5 pt over the axis' ~0.8 * width inches.
+    s_per_char = 0.075 * duration / (0.8 * width)
+    labels = [f"{e['kind']}: " + textwrap.shorten(_printable(e.get("text") or "(audio)"), 40, placeholder="…")
+              for e in events]  # fmt: skip
+    lanes = _lanes([e["start_s"] for e in events], [(len(t) + 2) * s_per_char for t in labels], 3)
+    for e, label, lane in zip(events, labels, lanes):
         color = KIND_COLORS.get(e["kind"], "black")
         ax.axvspan(e["start_s"], e["end_s"], color=color, alpha=0.12, linewidth=0)
         ax.axvspan(e["start_s"], e["end_s"], ymin=0.93, ymax=1.0, color=color, alpha=0.9, linewidth=0)
-        label = f"{e['kind']}: " + textwrap.shorten(_printable(e.get("text") or "(audio)"), 40, placeholder="…")
-        ax.text(e["start_s"], 1.03 + 0.11 * lane, label, transform=above, color=color, fontsize=8.5, va="bottom")
+        ax.text(e["start_s"], 1.03 + 0.1 * lane, label, transform=above, color=color, fontsize=8.5, va="bottom")
         if e["kind"] == "turn":
             for a in axes[:2]:
                 a.axvline(e["end_s"], color=color, ls="--", lw=0.9)
@@ -103,9 +106,8 @@ def timeline(
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_ylabel("monologue", rotation=0, ha="right", va="center", fontsize=10)
-    chars_per_s = 60 / max(duration, 1) * (width / 12)  # rough label width in seconds per character
     texts = [textwrap.shorten(_printable(m["text"]), 60, placeholder="…") for m in monologue]
-    lanes = _lanes([m["start_s"] for m in monologue], [len(t) / max(chars_per_s, 1e-3) for t in texts], 4)
+    lanes = _lanes([m["start_s"] for m in monologue], [(len(t) + 2) * s_per_char for t in texts], 4)
     for m, label, lane in zip(monologue, texts, lanes):
         y = 0.82 - 0.22 * lane
         ax.plot([m["start_s"], m["end_s"]], [y - 0.06, y - 0.06], color=MODEL_COLOR, lw=2)
