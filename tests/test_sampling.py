@@ -14,6 +14,7 @@ from flmjax.infer.sampling import (
     apply_repetition_penalty,
     kept_ids,
     mask_ids_from,
+    parse_release_settings,
     sample,
 )
 
@@ -133,3 +134,17 @@ def test_release_settings_names():
         SamplingSettings(text_repetition_penalty=0.5).validate(max_window=128)
     with pytest.raises(SettingsError, match="window"):
         SamplingSettings(audio_repetition_window=500).validate(max_window=128)
+
+
+def test_release_names_both_ways_and_from_a_query():
+    s = SamplingSettings(text_temperature=0.7, audio_top_k=250, greedy=True)
+    assert SamplingSettings().updated(s.release()) == s  # every setting has a release name, and back
+    assert s.release()["use_sampling"] is False and s.release()["top_k_audio"] == 250
+    query = {"temp_text": "0.7", "top_k_audio": "250", "use_sampling": "false", "token": "x", "text_topk": "25"}
+    assert parse_release_settings(query) == {"temp_text": 0.7, "top_k_audio": 250.0, "use_sampling": False}
+    assert SamplingSettings().updated(parse_release_settings(query)) == s  # Moshi's names and others ignored
+    for bad in ({"temp_text": "hot"}, {"use_sampling": "maybe"}):
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            parse_release_settings(bad)
+    with pytest.raises(SettingsError, match="finite"):
+        SamplingSettings().updated(parse_release_settings({"temp_text": "nan"})).validate(max_window=64)

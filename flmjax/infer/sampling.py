@@ -39,6 +39,9 @@ class SamplingSettings:
     seed: int = 0
 
     def validate(self, max_window: int) -> SamplingSettings:
+        for field in dataclasses.fields(self):
+            if not np.isfinite(getattr(self, field.name)):  # NaN passes every range check below
+                raise SettingsError(f"{field.name} must be finite")
         for side in ("text", "audio"):
             if getattr(self, f"{side}_temperature") < 0:
                 raise SettingsError(f"{side} temperature must be >= 0")
@@ -74,6 +77,31 @@ class SamplingSettings:
             else:
                 changes[field] = float(value)
         return dataclasses.replace(self, **changes)
+
+    def release(self) -> dict[str, bool | float | int]:
+        """These settings in the release's names (what `updated` takes, what `GET /api/settings` shows)."""
+        return {
+            key: not self.greedy if key == "use_sampling" else getattr(self, field)
+            for key, field in RELEASE_SETTING_NAMES.items()
+        }
+
+
+def parse_release_settings(values: Mapping[str, str]) -> dict[str, bool | float]:
+    """The release's setting names among string `values` (a URL query), parsed for `updated`; other keys
+    are not settings and are left out. Raises SettingsError on a value that is not a number (or a boolean)."""
+    parsed: dict[str, bool | float] = {}
+    for key in RELEASE_SETTING_NAMES.keys() & values.keys():
+        value = values[key].strip().lower()
+        if key == "use_sampling":
+            if value not in ("true", "false", "1", "0"):
+                raise SettingsError(f"setting {key!r} must be true or false, got {values[key]!r}")
+            parsed[key] = value in ("true", "1")
+            continue
+        try:
+            parsed[key] = float(value)
+        except ValueError:
+            raise SettingsError(f"setting {key!r} must be a number, got {values[key]!r}") from None
+    return parsed
 
 
 # The release's LMGen attribute names (what its clients POST) -> our fields.
