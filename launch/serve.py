@@ -1,11 +1,13 @@
 """Serve FLM-Audio over the release's websocket protocol (Moshi/FLM-Audio clients work unchanged).
 
     python launch/serve.py --checkpoint DIR --mimi MIMI.safetensors|random [--slots 8] \
-        [--host 127.0.0.1] [--port 8990] [--token SECRET]
+        [--host 127.0.0.1] [--port 8990] [--token SECRET] [--ssl-cert CERT.pem --ssl-key KEY.pem]
 
 Open http://HOST:PORT/ for the browser client (append ?token=SECRET when a token is set). `--slots`
 conversations run at once, batched into one decoder step per frame. `--token` (or the environment
-variable FLMJAX_SERVER_TOKEN) makes every request carry ?token= or an `Authorization: Bearer` header.
+variable FLMJAX_SERVER_TOKEN) makes every request but the page carry ?token= or an `Authorization:
+Bearer` header. Browsers give the microphone only to secure pages (https:// or localhost): from another
+machine serve over HTTPS with `--ssl-cert/--ssl-key`. Operators: GET /api/status, /metrics, /healthz.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8990)
     p.add_argument("--slots", type=int, default=8, help="conversations at once (the decoder's batch)")
     p.add_argument("--token", default=os.environ.get("FLMJAX_SERVER_TOKEN"), help="access token required from clients")
+    p.add_argument("--ssl-cert", help="PEM certificate (chain): serve HTTPS/WSS (needs --ssl-key)")
+    p.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
     p.add_argument("--window", type=int, default=None, help="KV cache frames (default: max_position_embeddings)")
     p.add_argument("--seed", type=int, default=0)
@@ -39,12 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from flmjax import FLMAudio
+    from flmjax.errors import FlmjaxError
     from flmjax.infer.sampling import SamplingSettings
-    from flmjax.infer.server import ChatServer, PathOnlyAccessLogger
+    from flmjax.infer.server import ChatServer, PathOnlyAccessLogger, server_ssl_context
     from flmjax.infer.session import Session
     from flmjax.mimi import Mimi
 
     try:
+        if (args.ssl_cert is None) != (args.ssl_key is None):
+            raise FlmjaxError("--ssl-cert and --ssl-key go together (a certificate and its private key)")
+        ssl_context = server_ssl_context(args.ssl_cert, args.ssl_key) if args.ssl_cert else None
         if args.mimi != "random" and not os.path.isfile(args.mimi):
             raise FileNotFoundError(f"{args.mimi}: no such Mimi weights file")
         settings = SamplingSettings(seed=args.seed)
@@ -62,13 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     session.warm_up()
     log.info("compiled the frame program in %.1f s", time.perf_counter() - start)
     log.info(
-        "serving %d slots at http://%s:%d/ (token %s)",
+        "serving %d slots at %s://%s:%d/ (token %s)",
         args.slots,
+        "https" if ssl_context else "http",
         args.host,
         args.port,
         "required" if args.token else "off",
     )
-    web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log_class=PathOnlyAccessLogger)
+    web.run_app(
+        server.app(),
+        host=args.host,
+        port=args.port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log_class=PathOnlyAccessLogger,
+    )
     return 0
 
 

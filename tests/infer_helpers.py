@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import ssl
 import threading
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def load_launcher(name: str):
 
 
 @contextlib.contextmanager
-def serving(app: web.Application):
+def serving(app: web.Application, ssl_context: ssl.SSLContext | None = None):
     """Run an aiohttp app on 127.0.0.1 (free port) in a background thread; yields its base URL."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
@@ -76,7 +77,7 @@ def serving(app: web.Application):
 
     async def start():
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         box["port"] = site._server.sockets[0].getsockname()[1]
 
@@ -90,7 +91,7 @@ def serving(app: web.Application):
     if not started.wait(60):
         raise RuntimeError("server did not start")
     try:
-        yield f"http://127.0.0.1:{box['port']}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{box['port']}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
