@@ -3,11 +3,12 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh -m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The browser test drives Debian's Chromium headless and the evaluation tests speak with espeak-ng;
-# install them when missing and we may (root).
+# The browser test drives Debian's Chromium headless, the evaluation tests speak with espeak-ng and the
+# HTTPS test makes a certificate with openssl; install them when missing and we may (root).
 missing=""
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v espeak-ng >/dev/null || missing="$missing espeak-ng"
+command -v openssl >/dev/null || missing="$missing openssl"
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi

@@ -76,7 +76,8 @@ export class OggOpusWriter {
   }
 }
 
-// Splits a byte stream of Ogg pages into packets (header packets included).
+// Splits a byte stream of Ogg pages into packets (header packets included), each with the granule
+// position (48 kHz samples of the stream) where it ends.
 export class OggReader {
   constructor() {
     this.buffer = new Uint8Array(0);
@@ -86,6 +87,7 @@ export class OggReader {
   *push(bytes) {
     this.buffer = concat([this.buffer, bytes]);
     let offset = 0;
+    const packets = [];
     while (this.buffer.length - offset >= 27) {
       const b = this.buffer;
       if (b[offset] !== 0x4f || b[offset + 1] !== 0x67 || b[offset + 2] !== 0x67 || b[offset + 3] !== 0x53) {
@@ -97,19 +99,40 @@ export class OggReader {
       const bodySize = lacing.reduce((s, v) => s + v, 0);
       const start = offset + 27 + segments;
       if (b.length < start + bodySize) break;
+      const view = new DataView(b.buffer, b.byteOffset + offset);
+      const granule = view.getUint32(6, true) + view.getUint32(10, true) * 2 ** 32;
+      const done = [];
       let pos = start;
       for (const size of lacing) {
-        this.partial.push(b.subarray(pos, pos + size));
+        this.partial.push(b.slice(pos, pos + size));
         pos += size;
         if (size < 255) {
-          yield concat(this.partial);
+          done.push(concat(this.partial));
           this.partial = [];
         }
       }
+      // The page's granule is where its last completed packet ends; earlier ones end before it.
+      const ends = [];
+      let end = granule;
+      for (let i = done.length - 1; i >= 0; i--) {
+        ends[i] = end;
+        if (!isOpusHeader(done[i])) end -= opusSamples48k(done[i]);
+      }
+      done.forEach((data, i) => packets.push({ data, end: ends[i] }));
       offset = start + bodySize;
     }
     this.buffer = this.buffer.slice(offset);
+    yield* packets;
   }
+}
+
+// Samples (at 48 kHz, as Opus counts them) that one Opus packet decodes to: its TOC byte (RFC 6716 3.1).
+export function opusSamples48k(packet) {
+  const config = packet[0] >> 3;
+  const frame =
+    config < 12 ? [480, 960, 1920, 2880][config % 4] : config < 16 ? [480, 960][config % 2] : [120, 240, 480, 960][config % 4];
+  const code = packet[0] & 3;
+  return frame * (code === 0 ? 1 : code < 3 ? 2 : packet[1] & 0x3f);
 }
 
 export function concat(parts) {
