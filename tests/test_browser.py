@@ -1,9 +1,9 @@
 """The browser client in a real headless Chromium with a fake microphone, driven over the DevTools protocol.
 
-One browser session goes through what a person would meet: a wrong token, a refused microphone, a busy
-server, changed settings, a conversation (microphone -> Ogg/Opus -> model -> Ogg/Opus -> speaker, the
-monologue live, scopes and timeline drawing, statistics), its downloads (stereo WAV, monologue with frame
-times), a phone-sized screen, and the server going away mid-conversation.
+One browser session goes through what a person would meet: a page that is not a secure origin, a wrong
+token, a refused microphone, a busy server, changed settings, a conversation (microphone -> Ogg/Opus ->
+model -> Ogg/Opus -> speaker, the monologue live, scopes and timeline drawing, statistics), its downloads
+(stereo WAV, monologue with frame times), a phone-sized screen, and the server going away mid-conversation.
 
 Needs Debian's `chromium` package (apt-get install -y chromium); without it the test is skipped, loudly.
 FLMJAX_SCREENSHOTS=DIR writes DIR/page.png and DIR/page-phone.png mid-conversation (the README's pictures).
@@ -36,6 +36,7 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
     "--remote-debugging-port=0",
+    "--host-resolver-rules=MAP insecure.test 127.0.0.1",  # the server under a name that is not a secure origin
 ]  # fmt: skip
 TIMEOUT = 90
 TOKEN = "s3cret"
@@ -172,6 +173,12 @@ async def browse(base, port, server, downloads, screenshots):
         await browser.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=downloads)
         await page.call("Page.enable")
 
+        await page.open(f"{base.replace('127.0.0.1', 'insecure.test')}/?token={TOKEN}")
+        seen["insecure"] = (await page.stats())["message"]
+        await page.click("#toggle")
+        message = (await page.until(lambda s: s["message"] and s["state"] == "idle", "a message"))["message"]
+        seen["insecure, start"] = message, len(server.connections)
+
         await page.open(f"{base}/?token=wrong")
         seen["wrong token"] = (await page.stats())["message"]
         await page.click("#toggle")
@@ -268,10 +275,14 @@ def test_browser_page():
                 process.wait()
         files = {Path(f).suffix: Path(downloads, f) for f in os.listdir(downloads)}
         wav, rate = soundfile.read(files[".wav"], dtype="float32")
-        monologue = [line.split("\t") for line in files[".tsv"].read_text().splitlines()]
+        lines = files[".tsv"].read_text(encoding="utf-8").split("\n")  # not splitlines: \f, \x1c... are text
+        assert lines.pop() == ""
+        monologue = [line.split("\t") for line in lines]
     print(f"browser: {seen['talking']}")
 
     # The messages a person needs, each for its cause.
+    assert seen["insecure"]["kind"] == "insecure" and "https://" in seen["insecure"]["detail"]
+    assert seen["insecure, start"] == (seen["insecure"], 0)
     assert seen["wrong token"]["kind"] == "token" and "token" in seen["wrong token"]["title"]
     assert seen["wrong token, start"] == (seen["wrong token"], 0)
     assert seen["denied"]["kind"] == "denied"
@@ -311,6 +322,6 @@ def test_browser_page():
     frames = [int(r[0]) for r in rows]
     assert frames == sorted(frames) and 1 <= frames[0] and frames[-1] < len(wav) // 1920
     assert all(float(t) == pytest.approx(int(f) * 0.08) for f, t, _ in rows)
-    unescape = {"n": "\n", "t": "\t", "\\": "\\"}
+    unescape = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
     assert "".join(re.sub(r"\\(.)", lambda m: unescape[m[1]], r[2]) for r in rows) == seen["stopped"]["text"]
     assert seen["second"]["state"] == "talking"

@@ -286,7 +286,8 @@ def test_serve_cli_rejects_a_missing_checkpoint(tmp_path, capsys):
 def test_conversation_settings_travel_in_the_chat_query(server):
     """The release's setting names as query parameters set one conversation's sampling (its decoder row);
     the server's defaults and other conversations keep theirs; Moshi's names are ignored, as the release does."""
-    query = "?temp_text=0.7&top_k_audio=250&use_sampling=false&text_temperature=9"
+    moshi = "text_temperature=0.7&text_topk=25&audio_topk=250&repetition_penalty=1.5&pad_mult=0&text_seed=7"
+    query = f"?temp_text=0.7&top_k_audio=250&use_sampling=false&{moshi}"
 
     async def run(base):
         async with aiohttp.ClientSession() as http:

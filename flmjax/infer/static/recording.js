@@ -90,10 +90,11 @@ export class Recording {
     return new Blob([header, data], { type: "audio/wav" });
   }
 
-  // Tab-separated: frame, its start in seconds, the text piece (\n, \t and \\ escaped).
+  // Tab-separated: frame, its start in seconds, the text piece (\n, \r, \t and \\ escaped).
   monologue() {
     const seconds = (k) => ((k * this.frameSize) / this.sampleRate).toFixed(2);
-    const escape = (t) => t.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/\t/g, "\\t");
+    const codes = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+    const escape = (t) => t.replace(/[\\\n\r\t]/g, (c) => codes[c]);
     const lines = this.texts.map(({ frame, text }) => `${frame}\t${seconds(frame)}\t${escape(text)}`);
     return new Blob([["frame\ttime_s\ttext", ...lines].join("\n") + "\n"], { type: "text/tab-separated-values" });
   }
