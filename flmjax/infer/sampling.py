@@ -61,7 +61,7 @@ class SamplingSettings:
 
     def updated(self, release_settings: Mapping[str, Any]) -> SamplingSettings:
         """Apply a `POST /api/settings` body in the release's names (its LMGen attributes)."""
-        changes = {}
+        changes: dict[str, Any] = {}
         for key, value in release_settings.items():
             field = RELEASE_SETTING_NAMES.get(key)
             if field is None:

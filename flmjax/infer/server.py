@@ -222,7 +222,7 @@ class ChatServer:
         self.connections: dict[int, Connection] = {}  # row -> connection, joining ones included
         # Every device call (reset, step) runs on this one thread, in order, off the event loop.
         self.device = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flmjax-decoder")
-        self.wake: asyncio.Event | None = None
+        self.wake = asyncio.Event()  # replaced on each start: an Event belongs to the loop that first waits on it
         self.clock_task: asyncio.Task | None = None
         self.started = time.monotonic()
         self.frames_stepped = 0  # batched decoder steps
