@@ -14,7 +14,6 @@ import base64
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from flmjax.cli.evaluate import main as evaluate
 from flmjax.infer.sampling import SamplingSettings
 from flmjax.infer.server import ChatServer
 from tests.infer_helpers import serving, shared_session
@@ -247,7 +247,7 @@ async def after_shutdown(port):
         return await page.until(lambda s: s["state"] == "lost", "lost")
 
 
-def test_browser_page():
+def test_browser_page(capsys):
     if CHROMIUM is None:
         message = "chromium is not installed (apt-get install -y chromium): the browser client is NOT tested"
         if os.environ.get("CI"):
@@ -275,9 +275,9 @@ def test_browser_page():
                 process.wait()
         files = {Path(f).suffix: Path(downloads, f) for f in os.listdir(downloads)}
         wav, rate = soundfile.read(files[".wav"], dtype="float32")
-        lines = files[".tsv"].read_text(encoding="utf-8").split("\n")  # not splitlines: \f, \x1c... are text
-        assert lines.pop() == ""
-        monologue = [line.split("\t") for line in lines]
+        monologue = json.loads(files[".json"].read_text(encoding="utf-8"))
+        capsys.readouterr()
+        timing = evaluate(["timing", "--stereo", str(files[".wav"]), "--json"]), capsys.readouterr().out
     print(f"browser: {seen['talking']}")
 
     # The messages a person needs, each for its cause.
@@ -310,18 +310,21 @@ def test_browser_page():
     for screen, width in (("desktop", 1100), ("phone", 390)):
         assert seen[screen]["scroll"] <= width and seen[screen]["button"] <= width  # nothing off screen
 
-    # The downloads: the whole conversation as the server took it, left the user, right the model.
+    # The downloads: the whole conversation as the server took it, left the user, right the model, a file the
+    # evaluation tools read.
     closed, _second = [r for r in server.recent if r["settings"]["temp_text"] == 0.7]  # the page's two
     assert rate == 24000 and wav.ndim == 2 and wav.shape[1] == 2
     assert len(wav) // 1920 == closed["frames_received"] == closed["frames_stepped"]  # Stop waited for replies
     user, model = wav[:, 0], wav[:, 1]
     assert np.abs(user).max() > 0.1  # the fake microphone's beeps
     assert not model[:1920].any() and np.abs(model[1920:]).max() > 0  # the model's reply lags one frame
-    header, *rows = monologue
-    assert header == ["frame", "time_s", "text"] and rows
-    frames = [int(r[0]) for r in rows]
+    assert timing[0] == 0 and json.loads(timing[1])["duration_s"] == pytest.approx(len(wav) / 24000)
+
+    # The monologue in the evaluation tools' shape: every piece the page showed, at its frame.
+    pieces = monologue["pieces"]
+    assert monologue["frame_s"] == 0.08 and pieces
+    frames = [p["frame"] for p in pieces]
     assert frames == sorted(frames) and 1 <= frames[0] and frames[-1] < len(wav) // 1920
-    assert all(float(t) == pytest.approx(int(f) * 0.08) for f, t, _ in rows)
-    unescape = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
-    assert "".join(re.sub(r"\\(.)", lambda m: unescape[m[1]], r[2]) for r in rows) == seen["stopped"]["text"]
+    assert all(p["time_s"] == pytest.approx(p["frame"] * 0.08) for p in pieces)
+    assert "".join(p["text"] for p in pieces) == seen["stopped"]["text"]
     assert seen["second"]["state"] == "talking"

@@ -472,7 +472,7 @@ async function stop() {
 
 button.addEventListener("click", () => (conversation ? stop() : start()));
 $("download-wav").addEventListener("click", () => download(recording.wav(), ".wav"));
-$("download-text").addEventListener("click", () => download(recording.monologue(), "-monologue.tsv"));
+$("download-text").addEventListener("click", () => download(recording.monologue(), "-monologue.json"));
 
 async function load() {
   setState("idle");

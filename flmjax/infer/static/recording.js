@@ -1,6 +1,6 @@
 // One conversation as the model lived it, frame by frame: the user's audio as sent, the model's reply
 // placed at the input frame it answered, the monologue text at its frames. Feeds the timeline and the
-// downloads (a stereo WAV and a tab-separated monologue).
+// downloads (a stereo WAV and the monologue as JSON).
 
 export class Recording {
   constructor(sampleRate, frameSize) {
@@ -90,13 +90,12 @@ export class Recording {
     return new Blob([header, data], { type: "audio/wav" });
   }
 
-  // Tab-separated: frame, its start in seconds, the text piece (\n, \r, \t and \\ escaped).
+  // JSON in the shape the evaluation tools write (evaluate.py conversation's monologue.json, less its
+  // utterances): {"frame_s", "pieces": [{"frame", "time_s", "text"}]}.
   monologue() {
-    const seconds = (k) => ((k * this.frameSize) / this.sampleRate).toFixed(2);
-    const codes = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
-    const escape = (t) => t.replace(/[\\\n\r\t]/g, (c) => codes[c]);
-    const lines = this.texts.map(({ frame, text }) => `${frame}\t${seconds(frame)}\t${escape(text)}`);
-    return new Blob([["frame\ttime_s\ttext", ...lines].join("\n") + "\n"], { type: "text/tab-separated-values" });
+    const frameS = this.frameSize / this.sampleRate;
+    const pieces = this.texts.map(({ frame, text }) => ({ frame, time_s: +(frame * frameS).toFixed(3), text }));
+    return new Blob([JSON.stringify({ frame_s: frameS, pieces }, null, 1)], { type: "application/json" });
   }
 }
 
