@@ -75,7 +75,7 @@ def timed(config, roots, batches: int) -> float:
 
 def mimi_seconds_per_minute(minutes: float, rng: np.random.Generator) -> tuple[float, float]:
     """(compile + first batch seconds, steady seconds per minute of audio) of `encode_batched`."""
-    from flmjax.data.prepare import ENCODE_BATCH, encode_batched
+    from flmjax.data.encoding import ENCODE_BATCH, encode_batched
     from flmjax.mimi import Mimi
 
     mimi = Mimi.random(seed=0)

@@ -21,8 +21,9 @@ import sys
 from flmjax.config import ConfigError
 from flmjax.data.config import get_data_config
 from flmjax.data.corpus import CorpusError
+from flmjax.data.encoding import mimi_name
 from flmjax.data.layouts import DIALOG_LAYOUTS
-from flmjax.data.prepare import PrepareOptions, ensure_prepared, mimi_name, prepare_corpus, summarize
+from flmjax.data.prepare import PrepareOptions, ensure_prepared, prepare_corpus, summarize
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

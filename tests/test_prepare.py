@@ -12,7 +12,9 @@ from flmjax import audio
 from flmjax.data import prepare, records
 from flmjax.data.augment import AugmentConfig
 from flmjax.data.config import DEMO_DIR
-from flmjax.data.prepare import PrepareOptions, encode_batched, prepare_corpus
+from flmjax.data.corpus import read_manifest
+from flmjax.data.encoding import encode_batched
+from flmjax.data.prepare import PrepareOptions, prepare_corpus
 from flmjax.data.text_tokenizer import load_text_tokenizer
 from flmjax.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
 from tests.test_corpus import SPEECH, build_tiny_tfds
@@ -71,7 +73,7 @@ def test_prepare_reports_bad_entries_by_name_and_a_rerun_skips_finished_shards(c
     assert "speech.jsonl (toolong) segment 0" in toolong and "longer than its audio can carry" in toolong
 
     tok = load_text_tokenizer()
-    kind, entries = prepare.read_manifest(corpus)
+    kind, entries = read_manifest(corpus)
     good = [(e, k) for e in entries if e.id in ("auto_000", "auto_002") for k in range(len(e.segments))]
     prepared = records.PreparedCorpus(out)
     assert prepared.num_records == 3 and prepared.silence_codes.shape == (8, 1)

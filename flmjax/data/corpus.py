@@ -13,7 +13,7 @@ Two manifest kinds, JSON Lines, one entry per line, audio paths relative to the 
 A third input is a TFDS dataset already prepared on disk (e.g. `librispeech`), read through
 `tensorflow_datasets` and mapped to sentence-aligned entries: one segment spanning each example.
 Parsing checks everything that can be checked without the audio and raises `CorpusError` naming the
-manifest line; the audio itself is checked when it is read (`flmjax.data.prepare`).
+manifest line; the audio itself is checked when it is read (`flmjax.data.loading`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Corpus preparation: audio -> 24 kHz mono -> Mimi codes, text -> ids, written as ArrayRecord shards.
 
-`prepare_corpus` reads a manifest (or a TFDS dataset), loads and checks audio in worker processes,
-encodes it with Mimi in length-sorted batches in the main process, and writes one shard per
+`prepare_corpus` opens a corpus (`flmjax.data.sources`), loads and checks audio in worker processes
+(`flmjax.data.loading`), encodes it with Mimi in length-sorted batches in the main process
+(`flmjax.data.encoding`), and writes one shard per
 `shard_size` entries (see `flmjax.data.records`). A shard whose marker carries the same fingerprint is
 skipped, so an interrupted run resumes where it stopped. A bad entry (missing, unreadable or empty
 audio, a segment past the audio's end, a transcript longer than its speech can carry, ...) is reported
@@ -14,37 +15,26 @@ leakage) and Mimi-encoded. Epoch e of training reads variant e mod `variants`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from flmjax.data import augment as aug
 from flmjax.data import layouts, records
 from flmjax.data.config import DataConfig
-from flmjax.data.corpus import (
-    AudioRef,
-    CorpusError,
-    DialogEntry,
-    SpeechEntry,
-    TfdsSpec,
-    TfdsSpeech,
-    read_manifest,
-)
-from flmjax.data.text_tokenizer import load_text_tokenizer
-from flmjax.tokens import RELEASE_TOKENS, SAMPLE_RATE, SAMPLES_PER_FRAME
-
-RANDOM_MIMI = "random-mimi(seed=0)"  # the name of the demo's random codec in index.json
-ENCODE_BATCH = 8  # clips Mimi encodes at once (at most)
-ENCODE_CHUNK_FRAMES = 25  # frames per streaming step (2 s): the one shape Mimi compiles for
+from flmjax.data.corpus import CorpusError
+from flmjax.data.encoding import RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
+from flmjax.data.loading import LoadedDialog, LoadedSpeech, NoiseBank, load_entry, reader_pool
+from flmjax.data.sources import open_source
+from flmjax.tokens import RELEASE_TOKENS, SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +72,7 @@ class PrepareOptions:
         }
 
     @classmethod
-    def for_data_config(cls, config: DataConfig) -> "PrepareOptions":
+    def for_data_config(cls, config: DataConfig) -> PrepareOptions:
         return cls(
             mimi_name=mimi_name(config.mimi),
             layout=config.layout if config.is_dialog else None,
@@ -110,230 +100,10 @@ class PrepareReport:
         return self.records == 0
 
 
-# --- audio ---------------------------------------------------------------------------------------------
-
-
-def mimi_name(path: str | os.PathLike | None) -> str:
-    return RANDOM_MIMI if path is None else str(Path(path).resolve())
-
-
-class LazyMimi:
-    """A Mimi loaded when first needed (runs that find every shard done never load it): kyutai weights
-    from a path, or for `RANDOM_MIMI` random weights, whose codes mean nothing to a real model."""
-
-    def __init__(self, name: str = RANDOM_MIMI, log: Callable[[str], None] = print):
-        self.name, self._log, self._mimi = name, log, None
-
-    def streaming(self, batch_size: int) -> Any:
-        if self._mimi is None:
-            from flmjax.mimi import Mimi  # jax: only where audio gets encoded
-
-            if self.name == RANDOM_MIMI:
-                self._log("Mimi: RANDOM weights (demo only; pass --mimi PATH for kyutai's codec)")
-                self._mimi = Mimi.random(seed=0)
-            else:
-                self._mimi = Mimi.from_pretrained(self.name)
-        return self._mimi.streaming(batch_size)
-
-
-def read_audio(ref: AudioRef, where: str) -> np.ndarray:
-    """Mono float32 [N] at 24 kHz of an audio reference (a span is cut after resampling)."""
-    from flmjax import audio
-
-    if ref.samples is not None:
-        pcm, sr = ref.samples, ref.sample_rate
-    else:
-        try:
-            pcm, sr = audio.load_audio(ref.path)
-        except FileNotFoundError:
-            raise CorpusError(f"{where}: audio file not found: {ref.path}") from None
-        except (audio.AudioError, OSError) as e:  # corrupt, empty, unreadable: the message names the file
-            raise CorpusError(f"{where}: {e}") from None
-    if pcm.shape[-1] == 0:
-        raise CorpusError(f"{where}: empty audio {ref.describe()}")
-    pcm = audio.prepare_for_mimi(pcm, sr)[0]
-    if not np.all(np.isfinite(pcm)):
-        raise CorpusError(f"{where}: audio {ref.describe()} holds NaN or infinite samples")
-    if ref.start is not None:
-        pcm = _cut(pcm, ref.start, ref.end, f"{where} audio span")
-    return pcm
-
-
-def _cut(pcm: np.ndarray, start: float, end: float, where: str) -> np.ndarray:
-    duration = len(pcm) / SAMPLE_RATE
-    if end > duration + 1e-3:
-        raise CorpusError(f"{where}: ends at {end:.3f} s, past the audio's {duration:.3f} s")
-    clip = pcm[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
-    if clip.size == 0:
-        raise CorpusError(f"{where}: empty span ({start}..{end} s)")
-    return clip
-
-
-def num_frames(num_samples: int) -> int:
-    return -(-num_samples // SAMPLES_PER_FRAME)
-
-
-def encode_batched(mimi: Any, clips: Sequence[np.ndarray], batch_size: int = ENCODE_BATCH) -> list[np.ndarray]:
-    """Mimi codes int32 [8, ceil(N / 1920)] of each clip.
-
-    Clips are sorted by length and streamed up to `batch_size` at a time through Mimi's streaming encoder
-    in chunks of ENCODE_CHUNK_FRAMES: whatever the lengths, Mimi compiles one shape per batch size (a power
-    of two: a CPU pays for padding rows) and memory stays bounded for long dialog tracks. Shorter clips
-    are zero-padded; Mimi is causal, so padding after a clip does not change its frames.
-    """
-    order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
-    chunk = ENCODE_CHUNK_FRAMES * SAMPLES_PER_FRAME
-    out: list[np.ndarray | None] = [None] * len(clips)
-    for b in range(0, len(order), batch_size):
-        rows = order[b : b + batch_size]
-        length = -(-max(len(clips[i]) for i in rows) // chunk) * chunk
-        pcm = np.zeros((1 << (len(rows) - 1).bit_length(), 1, length), dtype=np.float32)
-        for r, i in enumerate(rows):
-            pcm[r, 0, : len(clips[i])] = clips[i]
-        stream = mimi.streaming(pcm.shape[0])
-        codes = np.concatenate([np.asarray(stream.encode(pcm[..., t : t + chunk])) for t in range(0, length, chunk)], -1)
-        for r, i in enumerate(rows):
-            out[i] = codes[r, :, : num_frames(len(clips[i]))].astype(np.int32)
-    return out  # type: ignore[return-value]
-
-
-def silence_codes(mimi: Any) -> np.ndarray:
-    """Codes [8, 1] of digital silence: the frame Mimi settles on (its first frames still see the start)."""
-    codes = encode_batched(mimi, [np.zeros(ENCODE_CHUNK_FRAMES * SAMPLES_PER_FRAME, np.float32)])[0]
-    return codes[:, -1:]
-
-
-# --- loading entries (worker processes) ----------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Clip:
-    pcm: np.ndarray
-    tokens: list[int]
-    words: list[layouts.WordTiming] | None
-    meta: dict[str, Any]
-
-
-@dataclasses.dataclass
-class _LoadedSpeech:
-    clips: list[_Clip]
-    errors: list[str]
-
-
-@dataclasses.dataclass
-class _LoadedDialog:
-    meta: dict[str, Any]
-    waves: list[np.ndarray]
-    roles: list[str]
-    tokens: list[list[int]]
-    start_frames: list[int]
-
-
-@dataclasses.dataclass(frozen=True)
-class _TfdsRef:
-    spec: TfdsSpec
-    index: int
-
-
-_TFDS_CACHE: dict[TfdsSpec, TfdsSpeech] = {}
-
-
-def _word_timings(entry: SpeechEntry, seg_index: int, tok: Any) -> list[layouts.WordTiming] | None:
-    """Word timings relative to the clip; a word after whitespace is tokenised with its leading space,
-    so that the words' tokens concatenate to the sentence's tokens."""
-    seg = entry.segments[seg_index]
-    if not seg.words:
-        return None
-    out, cursor = [], 0
-    for w in seg.words:
-        at = seg.text.find(w.text, cursor)
-        spaced = (at > 0 and seg.text[at - 1].isspace()) if at >= 0 else bool(out)
-        cursor = at + len(w.text) if at >= 0 else cursor
-        out.append(layouts.WordTiming(tok.encode((" " if spaced else "") + w.text), w.start - seg.start, w.end - seg.start))
-    return out
-
-
-def _load_speech(entry: SpeechEntry, where: str, lead: int) -> _LoadedSpeech:
-    tok = load_text_tokenizer()
-    pcm = read_audio(entry.audio, where)
-    clips, errors = [], []
-    for k, seg in enumerate(entry.segments):
-        swhere = f"{where} segment {k}"
-        try:
-            clip = _cut(pcm, seg.start, seg.end, swhere)
-            tokens = tok.encode(seg.text)
-            frames = num_frames(len(clip))
-            if len(tokens) > frames + lead:  # the TTS layout's rule: text must fit beside its speech
-                raise CorpusError(
-                    f"{swhere}: transcript of {len(tokens)} tokens is longer than its audio can carry "
-                    f"({frames} frames of {len(clip) / SAMPLE_RATE:.2f} s + lead {lead})"
-                )
-        except CorpusError as e:
-            errors.append(str(e))
-            continue
-        meta = {"id": f"{entry.id}/{k}", "entry": entry.id, "language": entry.language, "source": entry.source,
-                "text": seg.text, "audio": entry.audio.describe(), "start": seg.start, "end": seg.end}  # fmt: skip
-        clips.append(_Clip(clip, tokens, _word_timings(entry, k, tok), meta))
-    return _LoadedSpeech(clips, errors)
-
-
-def _load_dialog(entry: DialogEntry, where: str) -> _LoadedDialog:
-    tok = load_text_tokenizer()
-    waves, starts = [], []
-    cache: dict[str, np.ndarray] = {}  # turns that are spans of one recording read it once
-    for k, turn in enumerate(entry.turns):
-        twhere = f"{where} turn {k}"
-        ref = turn.audio
-        if ref.start is not None:
-            if ref.path not in cache:
-                cache[ref.path] = read_audio(dataclasses.replace(ref, start=None, end=None), twhere)
-            wave = _cut(cache[ref.path], ref.start, ref.end, f"{twhere} audio span")
-        else:
-            wave = read_audio(ref, twhere)
-        if turn.end is not None:  # a turn that ends before its audio does is cut (an interrupted model)
-            wave = wave[: max(1, int(round((turn.end - turn.start) * SAMPLE_RATE)))]
-        waves.append(wave)
-        starts.append(layouts.frames(turn.start))
-    meta = {"id": entry.id, "language": entry.language, "texts": [t.text for t in entry.turns]}
-    return _LoadedDialog(meta, waves, [t.role for t in entry.turns], [tok.encode(t.text) for t in entry.turns], starts)
-
-
-def _load(task: tuple[Any, str, int]) -> _LoadedSpeech | _LoadedDialog | CorpusError:
-    """Worker: one entry (or a TFDS example) -> its audio at 24 kHz and its tokens, or the error."""
-    entry, where, lead = task
-    try:
-        if isinstance(entry, CorpusError):
-            return entry
-        if isinstance(entry, _TfdsRef):
-            if entry.spec not in _TFDS_CACHE:
-                _TFDS_CACHE[entry.spec] = TfdsSpeech(entry.spec)
-            entry = _TFDS_CACHE[entry.spec][entry.index]
-            where = f"{where} ({entry.id})"
-        if isinstance(entry, SpeechEntry):
-            return _load_speech(entry, where, lead)
-        return _load_dialog(entry, where)
-    except CorpusError as e:
-        return e
-
-
 # --- encoding and writing (main process) ---------------------------------------------------------------
 
 
-class _NoiseBank:
-    """Noise clips for augmentation: audio files of a folder, or synthetic white/pink/brown noise."""
-
-    def __init__(self, noise_dir: str | None, seed: int):
-        if noise_dir is None:
-            rng = np.random.default_rng(seed)
-            self.clips = [aug.synthetic_noise(kind, 10 * SAMPLE_RATE, rng) for kind in aug.NOISE_KINDS]
-            return
-        files = sorted(p for p in Path(noise_dir).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
-        if not files:
-            raise CorpusError(f"{noise_dir}: no noise audio files (.wav, .flac, .mp3, .ogg)")
-        self.clips = [read_audio(AudioRef(path=str(p)), "noise") for p in files]
-
-
-def _speech_records(loaded: list[_LoadedSpeech], mimi: Any, errors: list[str]) -> tuple[list[bytes], float]:
+def _speech_records(loaded: list[LoadedSpeech], mimi: Any, errors: list[str]) -> tuple[list[bytes], float]:
     clips = [c for entry in loaded for c in entry.clips]
     for entry in loaded:
         errors.extend(entry.errors)
@@ -343,7 +113,7 @@ def _speech_records(loaded: list[_LoadedSpeech], mimi: Any, errors: list[str]) -
 
 
 def _dialog_records(
-    loaded: list[tuple[int, _LoadedDialog]], mimi: Any, opts: PrepareOptions, noise: _NoiseBank | None, errors: list[str]
+    loaded: list[tuple[int, LoadedDialog]], mimi: Any, opts: PrepareOptions, noise: NoiseBank | None, errors: list[str]
 ) -> tuple[list[bytes], float]:
     turn_codes = encode_batched(mimi, [w for _, d in loaded for w in d.waves])
     planned, tracks = [], []
@@ -374,17 +144,6 @@ def _dialog_records(
     return out, seconds / SAMPLE_RATE
 
 
-def _open_source(corpus: str, tfds_options: dict[str, Any] | None) -> tuple[str, list[Any], list[str]]:
-    """(kind, entries (or their errors, or TFDS references), labels naming them) of a corpus argument."""
-    if corpus.startswith("tfds:"):
-        spec = TfdsSpec.parse(corpus, **(tfds_options or {}))
-        n = len(TfdsSpeech(spec))
-        return "speech", [_TfdsRef(spec, i) for i in range(n)], [f"{corpus}[{i}]" for i in range(n)]
-    kind, items = read_manifest(corpus)
-    name = Path(corpus).name
-    return kind, items, [f"{name} ({e.id})" if not isinstance(e, CorpusError) else "" for e in items]
-
-
 def _shard_fingerprint(settings: dict[str, Any], entries: Sequence[Any]) -> str:
     blob = json.dumps(settings, sort_keys=True) + "".join(repr(e) for e in entries)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -408,9 +167,11 @@ def prepare_corpus(
 
     t0 = time.time()
     out = Path(out_dir)
-    kind, entries, wheres = _open_source(str(corpus), tfds_options)
+    kind, entries, wheres = open_source(str(corpus), tfds_options)
     if kind == "dialogs" and opts.layout not in layouts.DIALOG_LAYOUTS:
-        raise CorpusError(f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}")
+        raise CorpusError(
+            f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}"
+        )
     mimi = mimi if mimi is not None else LazyMimi(opts.mimi_name, log)
     settings = opts.fingerprint(kind)
     num_shards = max(1, math.ceil(len(entries) / opts.shard_size))
@@ -421,18 +182,18 @@ def prepare_corpus(
     out.mkdir(parents=True, exist_ok=True)
     (out / records.INDEX).unlink(missing_ok=True)  # the folder is unfinished until the index is back
     lead = opts.layout_config.lead_frames
-    noise = _NoiseBank(opts.noise_dir, opts.seed) if kind == "dialogs" and opts.augment and todo else None
+    noise = NoiseBank(opts.noise_dir, opts.seed) if kind == "dialogs" and opts.augment and todo else None
     if noise is not None and opts.noise_dir is None:
         log("augmentation noise: synthetic white/pink/brown noise (give a noise folder for real noise)")
     seconds = 0.0
-    pool = _pool(workers) if todo else None
+    pool = reader_pool(workers) if todo else None
     bar = tqdm(total=sum(len(spans[s]) for s in todo), unit="entry", disable=not progress, desc=f"prepare {out.name}")
     try:
         for s in todo:
             errors: list[str] = []
             loaded = []
             tasks = [(entries[i], wheres[i], lead) for i in spans[s]]
-            for i, result in zip(spans[s], pool.map(_load, tasks) if pool else map(_load, tasks)):
+            for i, result in zip(spans[s], pool.map(load_entry, tasks) if pool else map(load_entry, tasks)):
                 bar.update(1)
                 if isinstance(result, CorpusError):
                     errors.append(str(result))
@@ -476,13 +237,6 @@ def _read_index(root: Path) -> dict[str, Any] | None:
         return json.loads((root / records.INDEX).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def _pool(workers: int) -> concurrent.futures.Executor | None:
-    """Worker processes for reading audio ('spawn': the parent may run JAX, which forking can deadlock)."""
-    if workers <= 1:
-        return None
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 # --- first use -------------------------------------------------------------------------------------------
