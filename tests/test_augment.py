@@ -128,16 +128,16 @@ def test_augmented_listen_track_of_a_planned_dialog():
         )
     plan = plan_dialog(dialog, "response_tts_free", np.random.default_rng(0), cfg=LayoutConfig(interruption_prob=0.0))
     response = plan.segments[1]
-    assert response["cut_frame"] is not None  # the corpus' user turn 2 starts 15 frames before the model ends
+    assert response.cut_frame is not None  # the corpus' user turn 2 starts 15 frames before the model ends
     waves = [speech_like(t["codes"].shape[1] * spf / SR, -25.0, k) for k, t in enumerate(dialog)]
     utterances, speak, num_samples = plan_waveforms(plan, waves)
     assert num_samples == (plan.num_frames - 1) * spf
     assert [u[0] for u in utterances] == [
-        (s["audio_start"] - 1) * spf for s in plan.segments if s["channel"] == "listen"
+        (s.audio_start - 1) * spf for s in plan.segments if s.channel == "listen"
     ]
-    a0, cut = (response["audio_start"] - 1) * spf, (response["cut_frame"] - 1) * spf
+    a0, cut = (response.audio_start - 1) * spf, (response.cut_frame - 1) * spf
     np.testing.assert_array_equal(speak[a0:cut], waves[1][: cut - a0])
-    assert not speak[cut : (plan.segments[3]["audio_start"] - 1) * spf].any()  # silent after the cut
+    assert not speak[cut : (plan.segments[3].audio_start - 1) * spf].any()  # silent after the cut
     cfg = AugmentConfig(gain_prob=0.0, leakage_prob=0.0)
     bank = [synthetic_noise("white", 2 * SR, np.random.default_rng(5))]
     clean = augment_listen(utterances, num_samples, np.random.default_rng(3), cfg)

@@ -1,6 +1,7 @@
 """Stream layouts: hand-built samples asserted frame by frame, plus seeded properties of the random ones."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from flmjax.data.layouts import (
     LayoutConfig,
     LayoutError,
     SampleTooLongError,
+    Segment,
     TranscriptTooLongError,
     WordTiming,
     assemble_post_training,
@@ -88,17 +90,10 @@ def test_tts_speech_starts_two_frames_after_its_text_and_wait_fills_until_it_end
     want.weights[3:, SPEAK] = 1.0
     want.check(sample)
     assert sample.segments == [
-        {
-            "kind": "tts",
-            "text": (10, 11, 12),
-            "text_start": 1,
-            "text_end": 4,
-            "audio_start": 3,
-            "audio_end": 8,
-            "channel": "speak",
-            "source": 0,
-        }
+        Segment(kind="tts", text=(10, 11, 12), text_start=1, text_end=4, audio_start=3, audio_end=8,
+                channel="speak", source=0)  # fmt: skip
     ]
+    assert Segment.from_json(json.loads(json.dumps(sample.segments[0].to_json()))) == sample.segments[0]
     classes = loss_classes(sample.tokens, sample.weights)
     assert list(classes[:, 0]) == [0, 3, 3, 3, 4, 4, 4, 4]
     assert list(classes[:, 1]) == [0, 0, 0, 1, 1, 1, 1, 1]
@@ -110,7 +105,7 @@ def test_tts_speech_starts_two_frames_after_its_text_and_wait_fills_until_it_end
 def test_tts_lead_is_a_config_value(lead):
     sample = layout_tts(codes(4, 0), [10, 11], cfg=LayoutConfig(lead_frames=lead))
     seg = sample.segments[0]
-    assert seg["audio_start"] - seg["text_start"] == lead
+    assert seg.audio_start - seg.text_start == lead
     np.testing.assert_array_equal(sample.tokens[1 + lead, SPEAK], codes(4, 0)[:, 0])
     assert sample.tokens.shape[0] == 1 + lead + 4
 
@@ -176,28 +171,28 @@ def test_post_training_packs_tts_and_asr_pairs_separated_by_random_silence():
     sample, used = assemble_post_training(pairs, np.random.default_rng(1), cfg=cfg)
     tokens, weights, segs = sample.tokens, sample.weights, sample.segments
     assert tokens.shape == (8192, 17) and weights.shape == (8192, 17) and 40 < used < 200
-    assert [s["source"] for s in segs] == list(range(used))
+    assert [s.source for s in segs] == list(range(used))
     end = 1
     for seg in segs:
-        pair = pairs[seg["source"]]
-        start = min(seg["text_start"], seg["audio_start"])
+        pair = pairs[seg.source]
+        start = min(seg.text_start, seg.audio_start)
         assert 2 <= start - end <= 25  # 0.2..2.0 s of silence before every pair
         np.testing.assert_array_equal(tokens[end:start, 0], W)
         assert (tokens[end:start, 1:] == U).all() and (weights[end:start, 1:] == 0).all()
         n = pair.codes.shape[1]
-        text_end = seg["text_start"] + len(pair.text_tokens)
-        np.testing.assert_array_equal(tokens[seg["text_start"] : text_end, 0], pair.text_tokens)
-        if seg["kind"] == "tts":
-            assert seg["audio_start"] == seg["text_start"] + 2
-            np.testing.assert_array_equal(tokens[seg["audio_start"] : seg["audio_end"], SPEAK], pair.codes.T)
-            np.testing.assert_array_equal(tokens[text_end : seg["audio_end"], 0], W)
-            assert (weights[seg["audio_start"] : seg["audio_end"], SPEAK] == 1).all()
-            assert (tokens[start : seg["audio_end"], LISTEN] == U).all()
-            end = seg["audio_end"]
+        text_end = seg.text_start + len(pair.text_tokens)
+        np.testing.assert_array_equal(tokens[seg.text_start : text_end, 0], pair.text_tokens)
+        if seg.kind == "tts":
+            assert seg.audio_start == seg.text_start + 2
+            np.testing.assert_array_equal(tokens[seg.audio_start : seg.audio_end, SPEAK], pair.codes.T)
+            np.testing.assert_array_equal(tokens[text_end : seg.audio_end, 0], W)
+            assert (weights[seg.audio_start : seg.audio_end, SPEAK] == 1).all()
+            assert (tokens[start : seg.audio_end, LISTEN] == U).all()
+            end = seg.audio_end
         else:
-            assert seg["kind"] == "asr" and seg["text_start"] == seg["audio_end"] == seg["audio_start"] + n
-            np.testing.assert_array_equal(tokens[seg["audio_start"] : seg["audio_end"], LISTEN], pair.codes.T)
-            np.testing.assert_array_equal(tokens[seg["audio_start"] : seg["audio_end"], 0], W)
+            assert seg.kind == "asr" and seg.text_start == seg.audio_end == seg.audio_start + n
+            np.testing.assert_array_equal(tokens[seg.audio_start : seg.audio_end, LISTEN], pair.codes.T)
+            np.testing.assert_array_equal(tokens[seg.audio_start : seg.audio_end, 0], W)
             assert (tokens[start:text_end, SPEAK] == U).all() and (weights[start:text_end, SPEAK] == 0).all()
             end = text_end
         assert (weights[start:end, 0] == 1).all()
@@ -206,7 +201,7 @@ def test_post_training_packs_tts_and_asr_pairs_separated_by_random_silence():
     assert (weights[end:] == 0).all() and (tokens[end:, 0] == W).all() and (tokens[end:, 1:] == U).all()
     assert (weights[0] == 0).all() and (tokens[0, :9] == IDS.initial_column[:9]).all()
     assert (weights[:, LISTEN] == 0).all()
-    kinds = [s["kind"] for s in assemble_post_training(pairs_for(2, 2000), np.random.default_rng(3))[0].segments]
+    kinds = [s.kind for s in assemble_post_training(pairs_for(2, 2000), np.random.default_rng(3))[0].segments]
     assert abs(kinds.count("tts") / len(kinds) - 0.5) < 0.12  # 1:1 mix
 
 
@@ -222,7 +217,7 @@ def test_post_training_is_deterministic_per_seed_and_stops_at_the_first_pair_tha
     cfg = LayoutConfig(sample_frames=300, gap_s=(0.4, 0.4), tts_ratio=1.0)
     few = [AlignedPair(codes(100, 0), [10]) for _ in range(5)]  # each: gap 5 + lead 2 + 100 frames
     sample, used = assemble_post_training(few, np.random.default_rng(0), cfg=cfg)
-    assert used == 2 and [s["audio_end"] for s in sample.segments] == [108, 215]
+    assert used == 2 and [s.audio_end for s in sample.segments] == [108, 215]
     with pytest.raises(SampleTooLongError):
         assemble_post_training([AlignedPair(codes(400, 0), [10])], np.random.default_rng(0), cfg=cfg)
 
@@ -232,8 +227,8 @@ def test_post_training_word_level_alignment():
     cfg = LayoutConfig(alignment="word", tts_ratio=1.0, gap_s=(0.4, 0.4))
     sample, used = assemble_post_training([pair], np.random.default_rng(0), cfg=cfg)
     assert used == 1 and sample.layout == "post_training_word"
-    assert [s["kind"] for s in sample.segments] == ["tts", "word", "word"]
-    assert [s["text_start"] for s in sample.segments[1:]] == [6, 6 + 11]  # start 6; 0.9 s -> frame 11
+    assert [s.kind for s in sample.segments] == ["tts", "word", "word"]
+    assert [s.text_start for s in sample.segments[1:]] == [6, 6 + 11]  # start 6; 0.9 s -> frame 11
     with pytest.raises(LayoutError, match="needs word timings"):
         assemble_post_training([AlignedPair(codes(20, 0), [10])], np.random.default_rng(0), cfg=cfg)
 
@@ -262,7 +257,7 @@ def test_asr_response_tts_span_is_asr_transcript_answer_then_the_response():
     want.weights[1:, 0] = 1.0
     want.weights[1:, SPEAK] = 1.0  # speech and the silence the model keeps while listening
     want.check(sample)
-    assert [s["kind"] for s in sample.segments] == ["user", "asr", "response", "user", "asr", "response"]
+    assert [s.kind for s in sample.segments] == ["user", "asr", "response", "user", "asr", "response"]
     assert sample.layout == "asr_response_tts"
 
 
@@ -308,8 +303,8 @@ def test_interruption_cuts_text_and_speech_within_the_reaction_delay():
     want.weights[1:, SPEAK] = 1.0
     want.check(sample)
     response, user = sample.segments[1], sample.segments[2]
-    assert response["cut_frame"] == 14 and response["text_end"] == 14 and response["audio_end"] == 14
-    assert user["interrupts"] and user["audio_start"] == 8
+    assert response.cut_frame == 14 and response.text_end == 14 and response.audio_end == 14
+    assert user.interrupts and user.audio_start == 8
     classes = loss_classes(sample.tokens, sample.weights)
     assert (classes[14:16, 0] == LossClass.WAIT).all() and (classes[14:18, 1] == LossClass.SEMANTIC).all()
 
@@ -320,16 +315,16 @@ def test_a_back_channel_shorter_than_the_reaction_delay_does_not_stop_the_model(
         dialog, SILENCE, np.random.default_rng(0), cfg=LayoutConfig(interruption_prob=0.0)
     )
     response, user, answer = sample.segments[1], sample.segments[2], sample.segments[3]
-    assert response["cut_frame"] is None and response["audio_end"] == 16 and response["text_end"] == 16
-    assert user["audio_start"] == 8 and not user["interrupts"]
-    assert answer["text_start"] == 16  # after both the model's speech (16) and the back-channel (14)
+    assert response.cut_frame is None and response.audio_end == 16 and response.text_end == 16
+    assert user.audio_start == 8 and not user.interrupts
+    assert answer.text_start == 16  # after both the model's speech (16) and the back-channel (14)
     np.testing.assert_array_equal(sample.tokens[6:16, SPEAK], dialog[1]["codes"].T)
 
 
 def test_semi_duplex_layouts_ignore_corpus_overlaps():
     sample = layout_response_tts(overlapping_dialog(8), SILENCE)
     user = sample.segments[2]
-    assert user["audio_start"] == 16 and sample.segments[1]["cut_frame"] is None
+    assert user.audio_start == 16 and sample.segments[1].cut_frame is None
 
 
 def long_dialog(rng):
@@ -349,25 +344,25 @@ def test_random_interruptions_are_drawn_with_their_probability_and_stop_the_mode
         dialog = long_dialog(rng)
         sample = layout_response_tts_free(dialog, SILENCE, rng)
         segs = sample.segments
-        cuts = [k for k, s in enumerate(segs) if s.get("cut_frame") is not None]
+        cuts = [k for k, s in enumerate(segs) if s.cut_frame is not None]
         assert len(cuts) <= 1
         cut_count += len(cuts)
         for k in cuts:
             response, user, answer = segs[k], segs[k + 1], segs[k + 2]
-            cut = response["cut_frame"]
-            assert user["interrupts"] and user["audio_start"] == cut - 6
-            speech_end = response["audio_start"] + dialog[response["source"]]["codes"].shape[1]
-            assert response["audio_start"] <= user["audio_start"] and cut < speech_end
+            cut = response.cut_frame
+            assert user.interrupts and user.audio_start == cut - 6
+            speech_end = response.audio_start + dialog[response.source]["codes"].shape[1]
+            assert response.audio_start <= user.audio_start and cut < speech_end
             np.testing.assert_array_equal(
-                sample.tokens[response["audio_start"] : cut, SPEAK],
-                dialog[response["source"]]["codes"][:, : cut - response["audio_start"]].T,
+                sample.tokens[response.audio_start : cut, SPEAK],
+                dialog[response.source]["codes"][:, : cut - response.audio_start].T,
             )
-            after = np.arange(cut, answer["audio_start"])
+            after = np.arange(cut, answer.audio_start)
             np.testing.assert_array_equal(sample.tokens[after, SPEAK], SILENCE[:, after % 2].T)
             assert (sample.weights[after][:, SPEAK] == 1).all()
-            assert (sample.tokens[cut : answer["text_start"], 0] == W).all()
-            assert (sample.weights[cut : answer["text_start"], 0] == 1).all()
-            assert answer["text_start"] == user["audio_end"]
+            assert (sample.tokens[cut : answer.text_start, 0] == W).all()
+            assert (sample.weights[cut : answer.text_start, 0] == 1).all()
+            assert answer.text_start == user.audio_end
         assert (sample.weights[:, LISTEN] == 0).all()
     assert abs(cut_count / 300 - 0.7) < 0.08
     a = layout_response_tts_free(long_dialog(np.random.default_rng(1)), SILENCE, np.random.default_rng(9))
@@ -386,7 +381,7 @@ def test_dialog_padding_truncation_and_a_rendered_listen_track():
     np.testing.assert_array_equal(padded.tokens[:20], layout_response_tts(dialog, SILENCE).tokens)
     short = layout_response_tts(dialog, SILENCE, cfg=LayoutConfig(sample_frames=12))
     assert short.tokens.shape == (12, 17)
-    assert [s["kind"] for s in short.segments] == ["user", "response"] and short.segments[1]["audio_end"] == 10
+    assert [s.kind for s in short.segments] == ["user", "response"] and short.segments[1].audio_end == 10
     plan = plan_dialog(dialog, "response_tts")
     track = codes(plan.num_frames - 1, 1500)
     sample = render_dialog(plan, dialog, SILENCE, listen_codes=track)

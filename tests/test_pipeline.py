@@ -102,13 +102,13 @@ def test_batches_follow_the_contract_and_carry_the_records(corpora):
     assert np.all(batch["weights"][:, :, IDS.listen_streams] == 0)
     corpus = [records.PreparedCorpus(r) for r in roots(config)]
     for seg in laid.sample.segments:
-        if seg["channel"] is None:
+        if seg.channel is None:
             continue
-        c, r, _ = laid.items[seg["source"]]
+        c, r, _ = laid.items[seg.source]
         pair = records.pair_from_record(*corpus[c][r])
-        streams = IDS.speak_streams if seg["channel"] == "speak" else IDS.listen_streams
-        np.testing.assert_array_equal(laid.sample.tokens[seg["audio_start"] : seg["audio_end"], streams], pair.codes.T)
-        assert list(seg["text"]) == pair.text_tokens
+        streams = IDS.speak_streams if seg.channel == "speak" else IDS.listen_streams
+        np.testing.assert_array_equal(laid.sample.tokens[seg.audio_start : seg.audio_end, streams], pair.codes.T)
+        assert list(seg.text) == pair.text_tokens
     assert len(laid.items) > 5  # a 600-frame sample packs many 10..60-frame pairs
 
 
@@ -117,15 +117,15 @@ def test_word_level_alignment_reads_word_timings(corpora):
                         layout_config=layouts.LayoutConfig(sample_frames=300, alignment="word"))  # fmt: skip
     laid = next(iter(sample_dataset(config, roots(config))))
     corpus = records.PreparedCorpus(corpora["worded"])
-    audio = [s for s in laid.sample.segments if s["channel"] is not None]
-    words = [s for s in laid.sample.segments if s["kind"] == "word"]
+    audio = [s for s in laid.sample.segments if s.channel is not None]
+    words = [s for s in laid.sample.segments if s.kind == "word"]
     assert laid.sample.layout == "post_training_word" and audio and words
     for seg in audio:  # every word of each pair sits on the text channel, one token per word
-        _, r, _ = laid.items[seg["source"]]
+        _, r, _ = laid.items[seg.source]
         pair = records.pair_from_record(*corpus[r])
         assert [w.tokens for w in pair.words] == [[t] for t in pair.text_tokens]
-    placed = [t for s in words for t in s["text"]]
-    expected = [t for s in audio for t in records.pair_from_record(*corpus[laid.items[s["source"]][1]]).text_tokens]
+    placed = [t for s in words for t in s.text]
+    expected = [t for s in audio for t in records.pair_from_record(*corpus[laid.items[s.source][1]]).text_tokens]
     assert placed == expected
 
 
@@ -264,8 +264,8 @@ def _load_launch(name):
 
 def test_inspector_prints_the_pipelines_sample(corpora, capsys):
     from flmjax.data.config import register_data_config
+    from flmjax.data.layouts import SEGMENT_FIELDS, Segment
     from flmjax.data.text_tokenizer import load_text_tokenizer
-    from flmjax.data.timeline import SEGMENT_KEYS
 
     inspect_data = _load_launch("inspect_data")
     config = post_config(corpora, name="test_inspect")
@@ -283,19 +283,19 @@ def test_inspector_prints_the_pipelines_sample(corpora, capsys):
     np.testing.assert_array_equal(shown["listen"], sample.tokens[:, IDS.listen_streams])
     np.testing.assert_array_equal(shown["weights"]["text"], sample.weights[:, 0])
     np.testing.assert_array_equal(shown["weights"]["speak"], sample.weights[:, IDS.speak_streams])
-    assert [tuple(s) for s in shown["segments"]] == [SEGMENT_KEYS] * len(sample.segments)
-    assert [s["audio_start"] for s in shown["segments"]] == [s["audio_start"] for s in sample.segments]
+    assert [tuple(s) for s in shown["segments"]] == [SEGMENT_FIELDS] * len(sample.segments)
+    assert [Segment.from_json(s) for s in shown["segments"]] == sample.segments
 
     assert inspect_data.main(["--config=test_inspect", "--index", "2", "--all-frames"]) == 0
     lines = capsys.readouterr().out.splitlines()
     frames = {int(line.split()[0]): line for line in lines if line[:5].strip().isdigit()}
     assert len(frames) == config.seq_len  # one line per frame
     decode = load_text_tokenizer().decode
-    tts = next(s for s in sample.segments if s["kind"] == "tts")
-    assert repr(decode([tts["text"][0]])) in frames[tts["text_start"]] and "[monologue" in frames[tts["text_start"]]
-    assert "speak: speech" in frames[tts["audio_start"]] and "[sem+ac" in frames[tts["audio_start"]]
-    asr = next(s for s in sample.segments if s["kind"] == "asr")
-    assert "listen: speech" in frames[asr["audio_start"]] and "<wait>" in frames[asr["audio_start"]]
+    tts = next(s for s in sample.segments if s.kind == "tts")
+    assert repr(decode([tts.text[0]])) in frames[tts.text_start] and "[monologue" in frames[tts.text_start]
+    assert "speak: speech" in frames[tts.audio_start] and "[sem+ac" in frames[tts.audio_start]
+    asr = next(s for s in sample.segments if s.kind == "asr")
+    assert "listen: speech" in frames[asr.audio_start] and "<wait>" in frames[asr.audio_start]
 
     assert inspect_data.main(["--config=no_such_stage", "--index", "0"]) == 2
     assert "unknown data config 'no_such_stage'" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from flmjax.config import ConfigError
-from flmjax.data.layouts import DialogPlan
+from flmjax.data.layouts import Channel, DialogPlan
 from flmjax.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 NOISE_KINDS = ("white", "pink", "brown")
@@ -163,11 +163,11 @@ def plan_waveforms(
     speak = np.zeros(num_samples, dtype=np.float32)
     utterances = []
     for seg in plan.segments:
-        if seg["audio_start"] is None:
+        if seg.audio_start is None or seg.audio_end is None or seg.source is None:
             continue
-        start = (seg["audio_start"] - 1) * samples_per_frame
-        wave = np.asarray(waves[seg["source"]], dtype=np.float32)[: (seg["audio_end"] - seg["audio_start"]) * samples_per_frame]
-        if seg["channel"] == "listen":
+        start = (seg.audio_start - 1) * samples_per_frame
+        wave = np.asarray(waves[seg.source], dtype=np.float32)[: (seg.audio_end - seg.audio_start) * samples_per_frame]
+        if seg.channel == Channel.LISTEN:
             utterances.append((start, wave))
         else:
             speak[start : start + wave.size] += wave[: num_samples - start]

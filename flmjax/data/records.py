@@ -95,7 +95,7 @@ def dialog_record(
         meta,
         kind="dialog",
         turns=[{"role": t["role"], "start_frame": int(t["start_frame"]), "end_frame": int(t["end_frame"])} for t in turns],
-        plans=[{"layout": p.layout, "segments": p.segments, "num_frames": p.num_frames} for p in plans],
+        plans=[p.to_json() for p in plans],
     )
     return encode_record(meta, arrays)
 
@@ -110,10 +110,9 @@ def dialog_from_record(
         for i, t in enumerate(meta["turns"])
     ]  # fmt: skip
     v = variant % len(meta["plans"])
-    p = meta["plans"][v]
-    segments = [dict(s, text=tuple(s["text"])) for s in p["segments"]]
+    plan = layouts.DialogPlan.from_json(meta["plans"][v])
     listen = arrays.get(f"listen{v}")
-    return turns, layouts.DialogPlan(p["layout"], segments, p["num_frames"]), None if listen is None else listen.astype(np.int32)
+    return turns, plan, None if listen is None else listen.astype(np.int32)
 
 
 # --- the folder ----------------------------------------------------------------------------------------

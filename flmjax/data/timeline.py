@@ -10,35 +10,31 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flmjax.data.layouts import Sample
+from flmjax.data.layouts import Channel, Sample
 from flmjax.data.loss_classes import LossClass, loss_classes
 from flmjax.tokens import FRAME_RATE_HZ, RELEASE_TOKENS, TEXT_STREAM, TokenIds
-
-SEGMENT_KEYS = ("kind", "text", "text_start", "text_end", "audio_start", "audio_end", "channel")
 
 
 def sample_json(sample: Sample, ids: TokenIds = RELEASE_TOKENS) -> dict[str, Any]:
     """`{"layout", "text", "speak", "listen", "weights": {"text", "speak"}, "segments"}`, plain ints and floats."""
     tokens, weights = sample.tokens, sample.weights
     return {
-        "layout": sample.layout,
+        "layout": str(sample.layout),
         "text": tokens[:, TEXT_STREAM].tolist(),
         "speak": tokens[:, ids.speak_streams].tolist(),
         "listen": tokens[:, ids.listen_streams].tolist(),
         "weights": {"text": weights[:, TEXT_STREAM].tolist(), "speak": weights[:, ids.speak_streams].tolist()},
-        "segments": [
-            {k: (list(seg[k]) if k == "text" else seg[k]) for k in SEGMENT_KEYS} for seg in sample.segments
-        ],
+        "segments": [seg.to_json() for seg in sample.segments],
     }
 
 
-def _channel_states(sample: Sample, channel: str, streams: slice, ids: TokenIds) -> list[str]:
+def _channel_states(sample: Sample, channel: Channel, streams: slice, ids: TokenIds) -> list[str]:
     """Per frame: "speech" inside a segment of that channel, "no speech" for other codes (silence, noise), "-" for none."""
     codes = sample.tokens[:, streams.start] < ids.codebook_size
     states = np.where(codes, "no speech", "-").astype(object)
     for seg in sample.segments:
-        if seg["channel"] == channel and seg["audio_start"] is not None:
-            states[seg["audio_start"] : seg["audio_end"]] = "speech"
+        if seg.channel == channel and seg.audio_start is not None:
+            states[seg.audio_start : seg.audio_end] = "speech"
     return list(states)
 
 
@@ -50,8 +46,8 @@ def timeline(
     whose text is `<wait>` and whose channels do not change are folded into one line."""
     classes = loss_classes(sample.tokens, sample.weights, ids)
     speak, listen = ids.speak_streams, ids.listen_streams
-    speak_states = _channel_states(sample, "speak", speak, ids)
-    listen_states = _channel_states(sample, "listen", listen, ids)
+    speak_states = _channel_states(sample, Channel.SPEAK, speak, ids)
+    listen_states = _channel_states(sample, Channel.LISTEN, listen, ids)
 
     def text_of(frame: int) -> str:
         token = int(sample.tokens[frame, TEXT_STREAM])
@@ -83,7 +79,7 @@ def timeline(
 def describe_segments(sample: Sample, decode: Callable[[list[int]], str]) -> list[str]:
     lines = []
     for seg in sample.segments:
-        text = f"text [{seg['text_start']}, {seg['text_end']}) {decode(list(seg['text']))!r}" if seg["text_start"] is not None else "no text"
-        audio = f"{seg['channel']} [{seg['audio_start']}, {seg['audio_end']})" if seg["audio_start"] is not None else "no audio"
-        lines.append(f"  {seg['kind']:8s} {audio:20s} {text}")
+        text = f"text [{seg.text_start}, {seg.text_end}) {decode(list(seg.text))!r}" if seg.text_start is not None else "no text"
+        audio = f"{seg.channel} [{seg.audio_start}, {seg.audio_end})" if seg.audio_start is not None else "no audio"
+        lines.append(f"  {seg.kind:8s} {audio:20s} {text}")
     return lines
