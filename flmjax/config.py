@@ -64,6 +64,7 @@ class ModelConfig:
     scan_layers: bool = True  # False unrolls the same scanned parameters (one parameter layout either way)
     remat: str = "none"
     attention_chunk: int = 0  # >0: attend in query blocks of this many columns (memory of long sequences)
+    decode_block: int = 256  # decoding reads the ring cache in blocks of this many slots, only filled ones (0: one)
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:

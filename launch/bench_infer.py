@@ -9,6 +9,12 @@ fixed-size ring cache. Latency is per 80 ms frame (one step of the whole batch),
 frames/s counts stream-frames (batch x steps per second). Target: flmjax at most 1/4 of PyTorch's time.
 
     python launch/bench_infer.py [--config tiny|demo] [--frames 40] [--batches 1 8 32]
+
+`--growth` instead times flmjax alone at growing conversation lengths (the ring filled up to each
+length; keys are those of a fresh cache, only their positions matter to the cost), with the ring read
+in blocks (the default) and whole (`decode_block=0`), taking turns in one run:
+
+    python launch/bench_infer.py --growth [--config tiny] [--window 8192] [--batches 1]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 from safetensors.torch import load_file
@@ -28,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from flmjax import FLMAudio  # noqa: E402
 from flmjax.config import get_model_config  # noqa: E402
-from flmjax.infer.decoder import Decoder  # noqa: E402
+from flmjax.infer.decoder import Decoder, DecoderState  # noqa: E402
 from flmjax.infer.offline import latency_stats, timed_frames  # noqa: E402
 from flmjax.infer.sampling import SamplingSettings  # noqa: E402
 from tests.reference.flm_audio_torch import TorchFLMAudio  # noqa: E402
@@ -53,6 +60,63 @@ def bench_flmjax(model: FLMAudio, codes: np.ndarray) -> dict:
     return latency_stats(timed_frames(step, frames))
 
 
+def conversation_at(state: DecoderState, length: int) -> DecoderState:
+    """`state` as if every stream had decoded `length` frames: offset and the ring's slot positions."""
+    window = state.kv.window
+    slots = np.arange(window)
+    newest = length - 1 - (length - 1 - slots) % window  # the latest position p < length in slot p % W
+    pos = np.where(newest >= max(0, length - window), newest, -1).astype(np.int32)
+    batch = state.offset.shape[0]
+    return state._replace(
+        offset=jnp.full((batch,), length, jnp.int32), kv=state.kv._replace(pos=jnp.asarray(np.tile(pos, (batch, 1))))
+    )
+
+
+def stepper(decoder: Decoder, codes: np.ndarray, length: int):
+    """A frame step (host gets the frame) of `decoder` from a conversation `length` frames old, compiled."""
+    state = conversation_at(decoder.init_state(SamplingSettings()), length)
+
+    def step(i: int):
+        nonlocal state
+        state, out = decoder.step(state, codes[:, i % codes.shape[1]])
+        return np.asarray(out.frame)
+
+    step(0)  # the first call compiles (once per decoder: lengths never recompile)
+    return step
+
+
+def interleaved_p50(steps: list, frames: int, turn: int = 4) -> list[float]:
+    """Median ms/frame of each step function, taking turns every `turn` frames (a loaded machine's
+    load then falls on every contender alike)."""
+    times: list[list[float]] = [[] for _ in steps]
+    for start in range(0, frames, turn):
+        for step, out in zip(steps, times):
+            out.extend(timed_frames(lambda i, step=step, start=start: step(start + i), min(turn, frames - start)))
+    return [latency_stats(t)["p50_ms"] for t in times]
+
+
+def bench_growth(model: FLMAudio, window: int, batches: list[int], frames: int) -> None:
+    """ms/frame p50 at growing conversation lengths, blocked ring reads vs whole-ring reads."""
+    blocked = model
+    whole = FLMAudio(model.config.replace(decode_block=0), model.params)
+    lengths = sorted({0, window // 16, window // 8, window // 4, window // 2, window - 1, window, 2 * window})
+    print(
+        f"window {window} frames, decode_block {model.config.decode_block}; p50 of {frames} frames per cell, "
+        "the two contenders taking turns every 4 frames"
+    )
+    print(f"{'batch':>5} | {'length':>6} | {'filled':>6} | {'blocked ms':>10} | {'whole ms':>8} | {'ratio':>5}")
+    for batch in batches:
+        decoders = [Decoder(m, batch, window=window) for m in (blocked, whole)]
+        codes = np.random.default_rng(batch).integers(0, 2048, (batch, frames, 8)).astype(np.int32)
+        for length in lengths:
+            p50 = interleaved_p50([stepper(d, codes, length) for d in decoders], frames)
+            print(
+                f"{batch:>5} | {length:>6} | {min(length, window):>6} | {p50[0]:>10.2f} | {p50[1]:>8.2f} "
+                f"| {p50[0] / p50[1]:>5.2f}"
+            )
+        assert all(d._step._cache_size() == 1 for d in decoders)  # one program for every length
+
+
 def bench_torch(torch_model: TorchFLMAudio, config: dict, codes: np.ndarray) -> dict:
     batch, frames = codes.shape[:2]
     user = torch.from_numpy(codes).long()
@@ -69,7 +133,13 @@ def main() -> None:
     # The reference loop is a long chain of small ops: extra intra-op threads only spin against each
     # other (and other processes) on a small CPU; one thread is its fastest setting here.
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--growth", action="store_true", help="flmjax alone: ms/frame vs conversation length")
+    parser.add_argument("--window", type=int, default=8192, help="ring window of --growth")
     args = parser.parse_args()
+    if args.growth:
+        print(f"device: jax {', '.join(sorted({d.platform for d in jax.devices()}))}; random '{args.config}' (fp32)")
+        bench_growth(FLMAudio.init(args.config, seed=0), args.window, args.batches, args.frames)
+        return
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     devices = ", ".join(sorted({d.platform for d in jax.devices()}))

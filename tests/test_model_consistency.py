@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from flmjax import FLMAudio
+from flmjax.model.backbone import filled_blocks
 from tests.test_model_reference import random_tokens
 
 
@@ -14,7 +15,10 @@ def model(tiny_model):
     return tiny_model
 
 
-def test_forward_equals_prefill_plus_steps(model):
+# Decoding reads the ring in blocks: one block (0), blocks dividing the window (8) and not (5, 3).
+@pytest.mark.parametrize("decode_block", [0, 8, 5])
+def test_forward_equals_prefill_plus_steps(tiny_model, decode_block):
+    model = FLMAudio(tiny_model.config.replace(decode_block=decode_block), tiny_model.params)
     cfg = model.config
     b, t = 2, 10
     tokens = random_tokens(cfg, b, t + 1, seed=1)
@@ -58,11 +62,13 @@ def _sliding_window_text_logits(model, tokens, window):
     return model.module.apply({"params": model.params}, jnp.asarray(tokens), method=run)
 
 
-def test_ring_cache_slides_a_window(model):
+@pytest.mark.parametrize("decode_block", [0, 3])
+def test_ring_cache_slides_a_window(tiny_model, decode_block):
     """With a window W shorter than the conversation, the ring cache computes sliding-window attention:
     column t attends to columns t-W+1..t (in every layer) and the cache never grows."""
+    model = FLMAudio(tiny_model.config.replace(decode_block=decode_block), tiny_model.params)
     cfg = model.config
-    window, total = 4, 11
+    window, total = 5, 13
     tokens = random_tokens(cfg, 1, total, seed=2)
     ref = _sliding_window_text_logits(model, tokens, window)
     full = _sliding_window_text_logits(model, tokens, total)
@@ -73,6 +79,33 @@ def test_ring_cache_slides_a_window(model):
         assert float(jnp.abs(lg[:, 0] - ref[:, col]).max()) <= 1e-5 * float(jnp.abs(ref).max()), col
     # Past the window the result really differs from full attention (the test can tell them apart).
     assert float(jnp.abs(ref[:, window:] - full[:, window:]).max()) > 1e-3
+
+
+def test_filled_blocks_follow_the_newest_position(tiny_model):
+    cfg = tiny_model.config.replace(decode_block=4)
+    pos = np.full((2, 10), -1, np.int32)
+    assert int(filled_blocks(cfg, jnp.asarray(pos))) == 0
+    pos[0, :4] = np.arange(4)  # slots 0..3: one block
+    assert int(filled_blocks(cfg, jnp.asarray(pos))) == 1
+    pos[1, :5] = np.arange(5)  # the other stream reaches slot 4: two blocks
+    assert int(filled_blocks(cfg, jnp.asarray(pos))) == 2
+    pos[0, 2] = 12  # wrapped: position 12 sits in slot 2, every slot may hold a key
+    assert int(filled_blocks(cfg, jnp.asarray(pos))) == 3
+
+
+def test_decoding_never_reads_the_empty_blocks(tiny_model):
+    """NaN keys and values in the ring's unfilled blocks change nothing: they are never read (masking
+    alone would not do, NaN * 0 is NaN)."""
+    model = FLMAudio(tiny_model.config.replace(decode_block=4), tiny_model.params)
+    tokens = random_tokens(model.config, 1, 7, seed=3)
+    clean = model.init_cache(1, window=32)
+    poisoned = model.init_cache(1, window=32)
+    poisoned = poisoned._replace(k=poisoned.k.at[:, :, 8:].set(jnp.nan), v=poisoned.v.at[:, :, 8:].set(jnp.nan))
+    for col in range(7):  # positions 0..6 fill slots 0..6: blocks 0 and 1 only
+        position = jnp.full((1, 1), col, jnp.int32)
+        ref, _, clean = model.backbone_step(clean, tokens[:, col : col + 1], position)
+        out, _, poisoned = model.backbone_step(poisoned, tokens[:, col : col + 1], position)
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
 
 
 def test_streams_keep_their_own_positions(model):

@@ -2,6 +2,9 @@
 
 Attention works on explicit positions so one code path serves the teacher-forced forward (keys are the
 sequence itself) and incremental decoding (keys are a fixed-size ring cache plus the new columns).
+While decoding, the ring is read in blocks of `decode_block` slots, only as many as the conversations
+have filled (a traced trip count, so a young conversation neither pays for the empty slots nor
+recompiles as it grows), with an online softmax across the blocks.
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ import jax
 import jax.numpy as jnp
 
 from flmjax.config import ModelConfig
-from flmjax.model.layers import RMSNorm, SwiGLU, apply_rope, attend, constrain, param_with_axes, rope_cos_sin
+from flmjax.model.layers import (
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    attend,
+    attend_online,
+    constrain,
+    param_with_axes,
+    rope_cos_sin,
+)
 
 REMAT_POLICY_FNS = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -36,6 +48,48 @@ class KVCache(NamedTuple):
     @property
     def window(self) -> int:
         return self.pos.shape[-1]
+
+
+class RingView(NamedTuple):
+    """What a decoding layer reads of the ring: the whole stacked cache (sliced per layer and block
+    inside the loop, so no layer's window is ever copied out) and how many blocks hold keys."""
+
+    k: jax.Array  # [L, B, W, KV, D]
+    v: jax.Array
+    pos: jax.Array  # [B, W]
+    num_blocks: jax.Array  # int32 scalar
+
+
+def ring_block_size(config: ModelConfig, window: int) -> int:
+    return min(config.decode_block, window) if config.decode_block > 0 else window
+
+
+def filled_blocks(config: ModelConfig, cache_pos: jax.Array) -> jax.Array:
+    """Blocks of the ring holding any key: slot p % W holds position p, so while every position is
+    below W the filled slots are 0..max(pos); after that the whole ring is in use."""
+    window = cache_pos.shape[-1]
+    filled = jnp.minimum(cache_pos.max() + 1, window)
+    return -(-filled // ring_block_size(config, window))
+
+
+def attend_ring(q, new_k, new_v, new_mask, ring: RingView, layer, positions, block: int) -> jax.Array:
+    """q [B, S, KV, G, D] over the new columns (new_mask [B, S, S]) then the ring's filled blocks.
+
+    Block i covers slots [i*block, (i+1)*block); the last one, where block does not divide the window,
+    is read from window - block on and its slots below i*block (seen already) are masked out."""
+    window = ring.pos.shape[-1]
+    b, _, kvh, _, d = q.shape
+    query = positions[:, :, None]
+
+    def block_at(i):
+        start = jnp.minimum(i * block, window - block)
+        k = jax.lax.dynamic_slice(ring.k, (layer, 0, start, 0, 0), (1, b, block, kvh, d))[0]
+        v = jax.lax.dynamic_slice(ring.v, (layer, 0, start, 0, 0), (1, b, block, kvh, d))[0]
+        key = jax.lax.dynamic_slice_in_dim(ring.pos, start, block, axis=1)[:, None, :]
+        unseen = (start + jnp.arange(block) >= i * block)[None, None, :]
+        return k, v, unseen & (key >= 0) & (key <= query) & (key > query - window)
+
+    return attend_online(q, (new_k, new_v, new_mask), ring.num_blocks, block_at, q.shape[-1] ** -0.5)
 
 
 def init_kv_cache(config: ModelConfig, batch: int, window: int) -> KVCache:
@@ -83,7 +137,7 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cached_kv):
+    def __call__(self, x, cos, sin, mask, ring: RingView | None, layer, positions):
         cfg = self.config
         dtype, param_dtype = dtypes(cfg)
         init = nn.initializers.normal(cfg.initializer_range)
@@ -105,10 +159,13 @@ class Attention(nn.Module):
         k = apply_rope(project("k", kvh, "kv_heads"), cos, sin)
         v = project("v", kvh, "kv_heads")
         q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
-        # While decoding, the cache and the new columns are attended as two blocks (no copy of the cache).
-        keys, values = (k, v) if cached_kv is None else ((cached_kv[0], k), (cached_kv[1], v))
         b, s = q.shape[:2]
-        out = attend(q.reshape(b, s, kvh, h // kvh, d), keys, values, mask, d**-0.5, cfg.attention_chunk)
+        grouped = q.reshape(b, s, kvh, h // kvh, d)
+        if ring is None:
+            out = attend(grouped, k, v, mask, d**-0.5, cfg.attention_chunk)
+        else:
+            block = ring_block_size(cfg, ring.pos.shape[-1])
+            out = attend_ring(grouped, k, v, mask, ring, layer, positions, block)
         wo = param_with_axes(self, "o_proj_kernel", init, (h, d, e), param_dtype, ("q_heads", "head_dim", "embed"))
         y = jnp.einsum("bshd,hde->bse", out.reshape(b, s, h, d), wo.astype(dtype))
         if cfg.o_bias:
@@ -123,12 +180,12 @@ class DecoderLayer(nn.Module):
     returns_kv: bool = False  # decoding returns this layer's new keys/values for the cache
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cached_kv):
+    def __call__(self, x, cos, sin, mask, positions, ring, layer):
         cfg = self.config
         dtype, param_dtype = dtypes(cfg)
         residual = x
         y = RMSNorm(cfg.rms_norm_eps, param_dtype, name="input_layernorm")(x)
-        y, new_kv = Attention(cfg, name="self_attn")(y, cos, sin, mask, cached_kv)
+        y, new_kv = Attention(cfg, name="self_attn")(y, cos, sin, mask, ring, layer, positions)
         x = residual + y
         y = RMSNorm(cfg.rms_norm_eps, param_dtype, name="post_attention_layernorm")(x)
         y = SwiGLU(
@@ -144,8 +201,9 @@ class Backbone(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_kv: tuple[jax.Array, jax.Array] | None = None):
-        """x [B, S, E] embeddings; positions [B, S]; mask [B, S, K]; cache_kv: ([L,B,W,KV,D], [L,B,W,KV,D]).
+    def __call__(self, x, positions, mask, cache: KVCache | None = None):
+        """x [B, S, E] embeddings; positions [B, S]; mask [B, S, S] among the columns themselves; with
+        a ring `cache` (decoding) the columns also attend to its last `window` positions.
 
         Returns the final-normed hidden states and, when decoding with a cache, the new columns'
         keys/values [L, B, S, KV, D].
@@ -159,12 +217,17 @@ class Backbone(nn.Module):
             layer_cls,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
             length=cfg.num_layers,
             unroll=1 if cfg.scan_layers else cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
-        )(cfg, cache_kv is not None, name="layers")
-        x, new_kv = layers(x, cos, sin, mask, cache_kv)
+        )(cfg, cache is not None, name="layers")
+        if cache is None:
+            ring, layer_ids = None, None
+        else:
+            ring = RingView(cache.k, cache.v, cache.pos, filled_blocks(cfg, cache.pos))
+            layer_ids = jnp.arange(cfg.num_layers)
+        x, new_kv = layers(x, cos, sin, mask, positions, ring, layer_ids)
         x = RMSNorm(cfg.rms_norm_eps, dtypes(cfg)[1], name="norm")(x)
         return x, new_kv
 
@@ -174,13 +237,10 @@ def causal_mask(positions: jax.Array) -> jax.Array:
     return positions[:, None, :] <= positions[:, :, None]
 
 
-def cached_mask(cache_pos: jax.Array, positions: jax.Array) -> jax.Array:
-    """Mask over [cache slots ++ new columns] for queries at `positions` [B, S]: the last `window` positions."""
-    window = cache_pos.shape[-1]
-    key_pos = jnp.concatenate([cache_pos, positions], axis=1)  # [B, W+S]
-    q = positions[:, :, None]
-    k = key_pos[:, None, :]
-    return (k >= 0) & (k <= q) & (k > q - window)
+def window_mask(positions: jax.Array, window: int) -> jax.Array:
+    """[B, S] positions -> [B, S, S]: a column sees itself and the earlier columns of the last `window`."""
+    q, k = positions[:, :, None], positions[:, None, :]
+    return (k <= q) & (k > q - window)
 
 
 def write_cache(cache: KVCache, new_kv: tuple[jax.Array, jax.Array], positions: jax.Array) -> KVCache:

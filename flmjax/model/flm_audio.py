@@ -16,9 +16,9 @@ from flmjax.model.backbone import (
     Backbone,
     KVCache,
     StreamEmbedding,
-    cached_mask,
     causal_mask,
     make_text_head,
+    window_mask,
     write_cache,
 )
 from flmjax.model.depformer import Depformer, DepformerCache
@@ -60,8 +60,8 @@ class FLMAudioLM(nn.Module):
 
     def backbone_step(self, tokens: jax.Array, positions: jax.Array, cache: KVCache):
         """tokens [B, S, 17] new columns at positions [B, S] -> (text logits [B, S, V], hidden [B, S, E], cache)."""
-        mask = cached_mask(cache.pos, positions)
-        hidden, new_kv = self.backbone(self.embed_tokens(tokens), positions, mask, (cache.k, cache.v))
+        mask = window_mask(positions, cache.window)
+        hidden, new_kv = self.backbone(self.embed_tokens(tokens), positions, mask, cache)
         return self.text_logits(hidden), hidden, write_cache(cache, new_kv, positions)
 
     def depformer_step(self, hidden: jax.Array, prev_code: jax.Array, position: jax.Array, cache: DepformerCache):

@@ -57,29 +57,19 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
-def attend(q: jax.Array, keys, values, mask: jax.Array, scale: float, chunk: int = 0) -> jax.Array:
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float, chunk: int = 0) -> jax.Array:
     """Grouped-query attention with fp32 softmax.
 
-    q [B, S, KV, G, D] (query head j*G+g is group g of kv head j, as HF `repeat_kv`); keys/values are one
-    array [B, K, KV, D] or a list of blocks whose lengths add up to K (a decoding step passes the cache
-    and the new columns as two blocks, so the cache is never copied into a concatenation); mask
-    [B, S, K] (True = may attend). With `chunk` > 0 the queries are processed in blocks of that many
-    rows so a long sequence never holds the whole [S, K] score matrix at once.
+    q [B, S, KV, G, D] (query head j*G+g is group g of kv head j, as HF `repeat_kv`); k/v [B, K, KV, D];
+    mask [B, S, K] (True = may attend). With `chunk` > 0 the queries are processed in blocks of that
+    many rows so a long sequence never holds the whole [S, K] score matrix at once.
     """
-    keys = list(keys) if isinstance(keys, (list, tuple)) else [keys]
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    splits = [k.shape[1] for k in keys]
 
     def block(q_blk: jax.Array, mask_blk: jax.Array) -> jax.Array:
-        scores = jnp.concatenate([jnp.einsum("bskgd,btkd->bkgst", q_blk, k) for k in keys], axis=-1)
-        scores = scores.astype(jnp.float32) * scale
+        scores = jnp.einsum("bskgd,btkd->bkgst", q_blk, k).astype(jnp.float32) * scale
         scores = jnp.where(mask_blk[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(values[0].dtype)
-        starts = [sum(splits[:i]) for i in range(len(splits))]
-        return sum(
-            jnp.einsum("bkgst,btkd->bskgd", probs[..., start : start + n], v)
-            for start, n, v in zip(starts, splits, values)
-        )
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return jnp.einsum("bkgst,btkd->bskgd", probs, v)
 
     s = q.shape[1]
     if chunk <= 0 or s <= chunk:
@@ -91,6 +81,40 @@ def attend(q: jax.Array, keys, values, mask: jax.Array, scale: float, chunk: int
     mask_blocks = mask.reshape(mask.shape[0], n, chunk, mask.shape[-1]).swapaxes(0, 1)
     out = jax.lax.map(lambda args: block(*args), (q_blocks, mask_blocks))
     return out.swapaxes(0, 1).reshape(q.shape)
+
+
+def attend_online(q: jax.Array, first, num_blocks: jax.Array, block_at, scale: float) -> jax.Array:
+    """Grouped-query attention over key blocks with an online (running) fp32 softmax.
+
+    q [B, S, KV, G, D]; `first` = (keys [B, T, KV, D], values, mask [B, S, T]) is always attended;
+    then `block_at(i)` -> (keys, values, mask) for i in [0, num_blocks), where num_blocks may be traced:
+    the loop's trip count is data, so the work follows it without a recompile. Every query row must see
+    at least one key of `first` (the running max starts there), as a decoding column sees itself.
+    """
+    neg = jnp.finfo(jnp.float32).min
+
+    def update(carry, block):
+        m, total, acc = carry
+        k, v, mask = block
+        s = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32) * scale
+        mask = mask[:, None, None]
+        s = jnp.where(mask, s, neg)
+        m_new = jnp.maximum(m, s.max(-1))
+        p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
+        correction = jnp.exp(m - m_new)
+        pv = jnp.einsum("bkgst,btkd->bkgsd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return m_new, total * correction + p.sum(-1), acc * correction[..., None] + pv
+
+    b, s, kvh, g, d = q.shape
+    init = (
+        jnp.full((b, kvh, g, s), neg, jnp.float32),
+        jnp.zeros((b, kvh, g, s), jnp.float32),
+        jnp.zeros((b, kvh, g, s, d), jnp.float32),
+    )
+    carry = update(init, first)
+    _, total, acc = jax.lax.fori_loop(0, num_blocks, lambda i, c: update(c, block_at(i)), carry)
+    out = acc / total[..., None]
+    return jnp.transpose(out, (0, 3, 1, 2, 4)).astype(q.dtype)
 
 
 class SwiGLU(nn.Module):
