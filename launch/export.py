@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from flmjax.train.checkpoint import CheckpointError, export_checkpoint, locate_step_dir
+    from flmjax.interop.trainer_checkpoint import CheckpointError, locate_step_dir
+    from flmjax.train.checkpoint import export_checkpoint
 
     try:
         step_dir = locate_step_dir(args.checkpoint)

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from flmjax.train.checkpoint import CheckpointError, export_checkpoint
+    from flmjax.interop.trainer_checkpoint import CheckpointError
+    from flmjax.train.checkpoint import export_checkpoint
     from flmjax.train.loop import train
     from flmjax.train.setup import SetupError
 

@@ -16,7 +16,8 @@ import pytest
 
 from flmjax import FLMAudio
 from flmjax.config import get_model_config
-from flmjax.train.checkpoint import CheckpointError, export_checkpoint
+from flmjax.interop.trainer_checkpoint import CheckpointError
+from flmjax.train.checkpoint import export_checkpoint
 from flmjax.train.config import TrainConfig, apply_overrides
 from flmjax.train.data import StageData
 from flmjax.train.loop import run_stage, train

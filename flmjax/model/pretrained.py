@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flmjax.config import ModelConfig, get_model_config
+from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import load_hf_params, save_hf_params
 from flmjax.model.backbone import KVCache, init_kv_cache
 from flmjax.model.depformer import DepformerCache, init_depformer_cache
@@ -63,14 +64,13 @@ class FLMAudio:
         run-time fields of `ModelConfig` (scan_layers, remat, attention_chunk).
         """
         path = os.fspath(path)
+        runtime.setdefault("param_dtype", dtype)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no such checkpoint directory")
         if not os.path.exists(os.path.join(path, "config.json")):
-            from flmjax.train.checkpoint import is_trainer_checkpoint, load_params_for_inference
-
-            if is_trainer_checkpoint(path):
-                return cls(*load_params_for_inference(path, dtype, **runtime))
-        runtime.setdefault("param_dtype", dtype)
+            if trainer_checkpoint.is_trainer_checkpoint(path):
+                config = trainer_checkpoint.model_config_of(path, dtype=dtype, **runtime)
+                return cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
         config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype, **runtime)
         host = load_hf_params(path, config, abstract_params(config), np.dtype(jnp.dtype(config.param_dtype)))
         return cls(config, jax.tree_util.tree_map(jnp.asarray, host))

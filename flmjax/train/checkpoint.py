@@ -1,11 +1,9 @@
-"""Orbax checkpoints of a run: parameters, optimizer state, the data iterator's position and metadata.
+"""Orbax checkpoints of a run: writing them (parameters, optimizer state, the data iterator's position and
+metadata), resuming a train state, and exporting one in the release's layout.
 
-A run directory holds `checkpoints/<step>/` with four items:
-  params     fp32 parameters (StandardSave; restored into any mesh's shardings)
-  opt_state  optimizer moments and counters
-  data       the Grain iterator state, one JSON file per host (grain's Orbax handler)
-  meta       JSON: step, stage, and the model's `config.json` (so a checkpoint describes its model)
-Step N holds the state after N optimizer updates. Saves are asynchronous; the newest `keep` are kept.
+The layout of a run directory and the reading of its parameters are `flmjax.interop.trainer_checkpoint`'s
+(the model loads trainer checkpoints without knowing of training). Saves are asynchronous; the newest
+`keep` are kept.
 """
 
 from __future__ import annotations
@@ -20,55 +18,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from flmjax.config import ModelConfig
-from flmjax.model.pretrained import FLMAudio, abstract_params
+from flmjax.interop.trainer_checkpoint import (
+    CHECKPOINTS,
+    CheckpointError,
+    composite_checkpointer,
+    locate_step_dir,
+    read_meta,
+)
+from flmjax.model.pretrained import FLMAudio
 from flmjax.train.config import CheckpointConfig
 from flmjax.train.state import TrainState
-
-CHECKPOINTS = "checkpoints"
-
-
-class CheckpointError(ValueError):
-    """A path that holds no usable flmjax checkpoint, or one that does not fit the model."""
-
-
-def _step_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-
-
-def locate_step_dir(path: str | os.PathLike) -> Path:
-    """The step directory a path names: a step directory itself, or the newest step of a run directory
-    (`<run>/checkpoints/<step>`) or of a checkpoints directory. Absolute, as Orbax requires."""
-    path = Path(path).resolve()
-    if (path / "meta").is_dir() and (path / "params").is_dir():
-        return path
-    root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
-    steps = _step_dirs(root) if root.is_dir() else []
-    complete = [s for s in steps if (s / "meta").is_dir() and (s / "params").is_dir()]
-    if not complete:
-        raise CheckpointError(f"{path}: no flmjax checkpoint (expected a run directory or a step directory)")
-    return complete[-1]
-
-
-def is_trainer_checkpoint(path: str | os.PathLike) -> bool:
-    try:
-        locate_step_dir(path)
-    except CheckpointError:
-        return False
-    return True
-
-
-def _composite() -> ocp.Checkpointer:
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-
-
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    step_dir = locate_step_dir(path)
-    return _composite().restore(step_dir, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-
-def model_config_of(path: str | os.PathLike, **runtime: Any) -> ModelConfig:
-    """The architecture a checkpoint was trained with (run-time numerics from `runtime`)."""
-    return ModelConfig.from_hf_dict(read_meta(path)["model"], **runtime)
 
 
 def check_same_model(path: str | os.PathLike, saved: ModelConfig, wanted: ModelConfig) -> None:
@@ -78,17 +37,10 @@ def check_same_model(path: str | os.PathLike, saved: ModelConfig, wanted: ModelC
         raise CheckpointError(f"{path}: checkpoint's model differs from the configured one in {', '.join(diff)}")
 
 
-def restore_params(path: str | os.PathLike, target: Any) -> Any:
-    """Parameters only, into `target` (ShapeDtypeStructs with shardings: any mesh)."""
-    step_dir = locate_step_dir(path)
-    restored = _composite().restore(step_dir, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    return restored["params"]
-
-
 def restore_state(path: str | os.PathLike, target: TrainState, data_iterator: Any | None = None) -> TrainState:
     """A full train state (and the data iterator's position, when given) from another run's checkpoint."""
     step_dir = locate_step_dir(path)
-    return _restore(_composite(), step_dir, target, data_iterator)
+    return _restore(composite_checkpointer(), step_dir, target, data_iterator)
 
 
 def _restore(checkpointer, step_dir: Path, target: TrainState, data_iterator: Any | None) -> TrainState:
@@ -102,20 +54,6 @@ def _restore(checkpointer, step_dir: Path, target: TrainState, data_iterator: An
     restored = checkpointer.restore(step_dir, args=ocp.args.Composite(**args))
     step = jax.device_put(np.int32(restored["meta"]["step"]), target.step.sharding)
     return TrainState(step=step, params=restored["params"], opt_state=restored["opt_state"])
-
-
-def load_params_for_inference(path: str | os.PathLike, dtype: str, **runtime: Any) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, parameters on this host's first device in `param_dtype`) of a trainer checkpoint: what
-    `FLMAudio.from_pretrained` needs."""
-    runtime.setdefault("param_dtype", dtype)
-    meta = read_meta(path)
-    config = ModelConfig.from_hf_dict(meta["model"], dtype=dtype, **runtime)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, np.dtype(meta["param_dtype"]), sharding=device), abstract_params(config)
-    )
-    params = restore_params(path, target)
-    return config, jax.tree_util.tree_map(lambda p: p.astype(config.param_dtype), params)
 
 
 class RunCheckpoints:
@@ -150,7 +88,7 @@ class RunCheckpoints:
         step = self.latest_step()
         if step is None:
             raise CheckpointError(f"{self.directory}: no checkpoint to resume from")
-        return _restore(_composite(), self.directory / str(step), target, data_iterator)
+        return _restore(composite_checkpointer(), self.directory / str(step), target, data_iterator)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

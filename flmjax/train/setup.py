@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 
 from flmjax.config import ConfigError, ModelConfig
 from flmjax.data.config import DEMO_DIR
+from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import load_hf_params
 from flmjax.interop.qwen import load_qwen_lm
 from flmjax.model.pretrained import abstract_params
@@ -72,7 +73,7 @@ def enable_compile_cache(config: TrainConfig) -> None:
 def check_can_start(config: TrainConfig) -> None:
     """Fail at once, in one line, when a stage has no state to start from or no real data."""
     run_dir = Path(config.resolved_run_dir)
-    if ckpt.is_trainer_checkpoint(run_dir):
+    if trainer_checkpoint.is_trainer_checkpoint(run_dir):
         return  # resuming this run
     init = config.init
     for field in ("state_from", "params_from", "qwen_from"):
@@ -124,7 +125,7 @@ def _initial_state(
             target, data.train
         ), f"resumed {checkpoints.directory}/{checkpoints.latest_step()}"
     if init.state_from:
-        ckpt.check_same_model(init.state_from, ckpt.model_config_of(init.state_from), model)
+        ckpt.check_same_model(init.state_from, trainer_checkpoint.model_config_of(init.state_from), model)
         return ckpt.restore_state(init.state_from, target, data.train), f"full state from {init.state_from}"
     if init.params_from:
         return state_from_params(_load_params(init.params_from, model, target.params), model, optimizer, mesh), (
@@ -139,9 +140,9 @@ def _initial_state(
 
 def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
     """Parameters of a trainer checkpoint (onto the mesh directly) or of an HF-layout export (via host)."""
-    if ckpt.is_trainer_checkpoint(path):
-        ckpt.check_same_model(path, ckpt.model_config_of(path), model)
-        return ckpt.restore_params(path, target)
+    if trainer_checkpoint.is_trainer_checkpoint(path):
+        ckpt.check_same_model(path, trainer_checkpoint.model_config_of(path), model)
+        return trainer_checkpoint.restore_params(path, target)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise SetupError(f"init.params_from={path}: neither an flmjax checkpoint nor an HF-layout directory")
     ckpt.check_same_model(path, ModelConfig.from_json_file(os.path.join(path, "config.json")), model)
