@@ -14,13 +14,15 @@ import numpy as np
 import scipy.signal
 import soundfile
 
+from flmjax.errors import FlmjaxError
+
 MIMI_SAMPLE_RATE = 24_000
 # Kaiser beta of the resampling low-pass: what would alias is ~70 dB down, and the pass band stays
 # flat (< 0.3 dB) to 10 kHz when going to 24 kHz (checked in tests/test_audio.py).
 RESAMPLE_KAISER_BETA = 8.0
 
 
-class AudioError(ValueError):
+class AudioError(FlmjaxError):
     """Audio that cannot be used: an unreadable or empty file, or a malformed array."""
 
 

@@ -8,13 +8,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from flmjax.errors import FlmjaxError
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
+class ConfigError(FlmjaxError):
     """A configuration (or a checkpoint's config.json) that cannot describe an FLM-Audio model."""
 
 
@@ -98,10 +99,6 @@ class ModelConfig:
     @property
     def text_logit_scale(self) -> float:
         return self.output_mult / self.mup_scale_factor if self.use_mup else 1.0
-
-    @property
-    def embedding_scale(self) -> float:
-        return self.input_mult if self.use_mup else 1.0
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

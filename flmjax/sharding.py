@@ -78,6 +78,7 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
 
 def logical_to_mesh_sharding(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     """Map a pytree of logical PartitionSpecs (from `nn.get_partition_spec`) to NamedShardings."""
+    check_rules(rules)
     return nn.logical_to_mesh_sharding(tree, mesh, rules)
 
 

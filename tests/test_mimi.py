@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from flmjax.mimi import CheckpointError, Mimi
+from flmjax.mimi import Mimi, MimiWeightsError
 from flmjax.mimi.config import MimiConfig
 from flmjax.mimi.transformer import Transformer, banded_attention
 from flmjax.mimi.weights import kyutai_layout
@@ -262,19 +262,19 @@ def test_loader_errors_name_the_problem(kyutai_file, tmp_path):
     name = "decoder_transformer.transformer.layers.3.linear1.weight"
     missing = tmp_path / "missing.safetensors"
     save_file({k: v for k, v in tensors.items() if k != name}, missing)
-    with pytest.raises(CheckpointError, match=f"lacks 1 Mimi tensor.*{name}"):
+    with pytest.raises(MimiWeightsError, match=f"lacks 1 Mimi tensor.*{name}"):
         Mimi.from_pretrained(missing)
     misshaped = tmp_path / "misshaped.safetensors"
     save_file({**tensors, name: tensors[name].T.copy()}, misshaped)
-    with pytest.raises(CheckpointError, match=rf"{name}.*shape \(512, 2048\), expected \(2048, 512\)"):
+    with pytest.raises(MimiWeightsError, match=rf"{name}.*shape \(512, 2048\), expected \(2048, 512\)"):
         Mimi.from_pretrained(misshaped)
     other_model = tmp_path / "model.safetensors"
     save_file({"model.embed_tokens.weight": np.zeros((4, 4), np.float32)}, other_model)
-    with pytest.raises(CheckpointError, match="not a kyutai Mimi checkpoint"):
+    with pytest.raises(MimiWeightsError, match="not a kyutai Mimi checkpoint"):
         Mimi.from_pretrained(other_model)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
-    with pytest.raises(CheckpointError, match="garbage.safetensors is not a readable safetensors file"):
+    with pytest.raises(MimiWeightsError, match="garbage.safetensors is not a readable safetensors file"):
         Mimi.from_pretrained(garbage)
     with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
         Mimi.from_pretrained(tmp_path / "nowhere.safetensors")
@@ -299,7 +299,7 @@ def test_random_save_load_round_trip(tmp_path):
     assert not np.array_equal(
         c.params["decoder"]["output_conv"]["kernel"], a.params["decoder"]["output_conv"]["kernel"]
     )
-    with pytest.raises(CheckpointError, match="lacks .*rvq_rest.vq.layers.7._codebook"):
+    with pytest.raises(MimiWeightsError, match="lacks .*rvq_rest.vq.layers.7._codebook"):
         Mimi.from_pretrained(path, n_q=9)  # the file holds the 8 codebooks in use
 
 

@@ -27,11 +27,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from flmjax.errors import FlmjaxError
+
 SOURCES = ("auto", "human")  # transcript quality tag: automatic (ASR) or human-annotated
 ROLES = ("user", "model")
 
 
-class CorpusError(ValueError):
+class CorpusError(FlmjaxError):
     """A manifest entry that cannot be prepared; the message names the entry and the problem."""
 
 
@@ -94,7 +96,6 @@ class DialogEntry:
 
 
 Entry = SpeechEntry | DialogEntry
-KINDS = {"speech": SpeechEntry, "dialogs": DialogEntry}
 
 
 def entry_kind(entry: Entry) -> str:

@@ -23,13 +23,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from flmjax.data import layouts
+from flmjax.errors import FlmjaxError
 
 MAGIC = b"FLMR"
 INDEX = "index.json"
 FORMAT_VERSION = 1
 
 
-class PreparedCorpusError(ValueError):
+class PreparedCorpusError(FlmjaxError):
     """A prepared-corpus folder that is missing, unfinished or inconsistent."""
 
 

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import tokenizers
 
+from flmjax.errors import FlmjaxError
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
 
 # Size of the BPE vocabulary proper (ids 0..151642), then Qwen2.5's added tokens in id order.
@@ -32,7 +33,7 @@ QWEN25_ADDED_TOKENS = (
 WAIT, ASR, ANSWER = "<wait>", "<asr>", "<answer>"
 
 
-class TokenizerFilesError(ValueError):
+class TokenizerFilesError(FlmjaxError):
     """Tokenizer files that do not describe the Qwen2.5 vocabulary."""
 
 

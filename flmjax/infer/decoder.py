@@ -46,6 +46,7 @@ from flmjax.model.backbone import KVCache, init_kv_cache
 from flmjax.model.depformer import init_depformer_cache
 from flmjax.model.flm_audio import FLMAudioLM
 from flmjax.model.pretrained import FLMAudio
+from flmjax.rows import select_rows
 
 DEFAULT_HISTORY = 128  # longest repetition-penalty window a stream may ask for (the release's clients allow 100)
 
@@ -136,19 +137,16 @@ class Decoder:
         initial = jnp.asarray(self.config.tokens.initial_column)
 
         def reset(state, mask, text_sampling, audio_sampling, seeds):
-            def pick(new, old):
-                return jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old)
-
             ring = jnp.broadcast_to(initial[None, :, None], state.tokens.shape)
             return DecoderState(
-                tokens=pick(ring, state.tokens),
-                offset=pick(0, state.offset),
-                kv=state.kv._replace(pos=pick(-1, state.kv.pos)),  # empty slots: the old keys are never attended
+                tokens=select_rows(mask, ring, state.tokens),
+                offset=select_rows(mask, 0, state.offset),
+                kv=state.kv._replace(pos=select_rows(mask, -1, state.kv.pos)),  # empty slots: the old keys are never attended
                 history=state.history,
-                history_frame=pick(-1, state.history_frame),
-                keys=pick(jax.vmap(jax.random.PRNGKey)(seeds), state.keys),
-                text_sampling=jax.tree_util.tree_map(pick, text_sampling, state.text_sampling),
-                audio_sampling=jax.tree_util.tree_map(pick, audio_sampling, state.audio_sampling),
+                history_frame=select_rows(mask, -1, state.history_frame),
+                keys=select_rows(mask, jax.vmap(jax.random.PRNGKey)(seeds), state.keys),
+                text_sampling=select_rows(mask, text_sampling, state.text_sampling),
+                audio_sampling=select_rows(mask, audio_sampling, state.audio_sampling),
             )
 
         return jax.jit(reset, donate_argnums=(0,))
@@ -234,16 +232,14 @@ class Decoder:
 
         slot = t % state.history.shape[1]
 
-        def advance(new, old):  # resting streams keep their old state
-            return jnp.where(active.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-
+        # resting streams keep their old state
         new_state = DecoderState(
-            tokens=advance(tokens, state.tokens),
-            offset=advance(t + 1, t),
+            tokens=select_rows(active, tokens, state.tokens),
+            offset=select_rows(active, t + 1, t),
             kv=kv,
-            history=advance(state.history.at[rows, slot].set(sampled), state.history),
-            history_frame=advance(state.history_frame.at[rows, slot].set(t), state.history_frame),
-            keys=advance(keys[:, 0], state.keys),
+            history=select_rows(active, state.history.at[rows, slot].set(sampled), state.history),
+            history_frame=select_rows(active, state.history_frame.at[rows, slot].set(t), state.history_frame),
+            keys=select_rows(active, keys[:, 0], state.keys),
             text_sampling=state.text_sampling,
             audio_sampling=state.audio_sampling,
         )

@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flmjax.errors import FlmjaxError
 
-class SettingsError(ValueError):
+
+class SettingsError(FlmjaxError):
     """Sampling settings that cannot be used (unknown name, value out of range)."""
 
 

@@ -21,6 +21,7 @@ from flmjax.infer.sampling import SamplingSettings
 from flmjax.infer.text import Detokenizer, TextStream
 from flmjax.mimi import Mimi
 from flmjax.model.pretrained import FLMAudio
+from flmjax.rows import select_rows
 
 
 class SessionState(NamedTuple):
@@ -114,14 +115,11 @@ class Session:
         """Pure: (state, pcm [B, 1920], active [B]) -> (state, reply pcm [B, 1920], output frame [B, 9], valid [B],
         user codes [B, 8])."""
 
-        def where(mask, new, old):
-            return jax.tree.map(lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (o.ndim - 1)), n, o), new, old)
-
         encoded, codes = self.mimi.encode_step(mimi_params, state.mimi, pcm[:, None, :])
         decoder, out = self.decoder.frame_step(params, state.decoder, codes[:, :, 0], active)
         decoded, audio = self.mimi.decode_step(mimi_params, encoded, out.frame[:, 1:, None])
         # Resting streams keep their encoder; streams without an output frame keep their decoder.
-        mimi_state = {"encode": where(active, encoded["encode"], state.mimi["encode"]),
-                      "decode": where(out.valid, decoded["decode"], state.mimi["decode"])}  # fmt: skip
+        mimi_state = {"encode": select_rows(active, encoded["encode"], state.mimi["encode"]),
+                      "decode": select_rows(out.valid, decoded["decode"], state.mimi["decode"])}  # fmt: skip
         audio = jnp.where(out.valid[:, None], audio[:, 0], 0.0)
         return SessionState(decoder, mimi_state), audio, out.frame, out.valid, codes[:, :, 0]

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from flmjax.config import ModelConfig
+from flmjax.errors import FlmjaxError
 from flmjax.interop.safetensors_io import SafetensorsError, iter_checkpoint_files, write_safetensors
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(FlmjaxError):
     """A checkpoint whose tensors do not match the model its config describes."""
 
 

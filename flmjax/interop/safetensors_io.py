@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 import ml_dtypes
 import numpy as np
 
+from flmjax.errors import FlmjaxError
+
 _DTYPES = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
@@ -30,7 +32,7 @@ _DTYPES = {
 _NAMES = {v: k for k, v in _DTYPES.items()}
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(FlmjaxError):
     pass
 
 

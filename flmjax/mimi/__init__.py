@@ -3,6 +3,6 @@
 from flmjax.mimi.codec import Mimi
 from flmjax.mimi.config import MimiConfig
 from flmjax.mimi.streaming import MimiStream
-from flmjax.mimi.weights import CheckpointError
+from flmjax.mimi.weights import MimiWeightsError
 
-__all__ = ["CheckpointError", "Mimi", "MimiConfig", "MimiStream"]
+__all__ = ["MimiWeightsError", "Mimi", "MimiConfig", "MimiStream"]

@@ -13,6 +13,7 @@ from flmjax.mimi import weights
 from flmjax.mimi.config import MimiConfig
 from flmjax.mimi.model import MimiModel, StreamState
 from flmjax.mimi.streaming import MimiStream
+from flmjax.rows import select_rows
 
 Params = dict[str, Any]
 
@@ -127,11 +128,7 @@ class Mimi:
     def reset_state(self, state: StreamState, mask: jax.Array) -> StreamState:
         """Pure: streams where mask [B] (bool) is set start afresh; the others are untouched."""
         fresh = self.init_state(mask.shape[0])
-
-        def pick(new: jax.Array, old: jax.Array) -> jax.Array:
-            return jnp.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-
-        return jax.tree.map(pick, fresh, state)
+        return select_rows(mask, fresh, state)
 
     # --- input checks ----------------------------------------------------------------------------------
 

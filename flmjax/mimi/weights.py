@@ -17,6 +17,7 @@ import flax
 import jax
 import numpy as np
 
+from flmjax.errors import FlmjaxError
 from flmjax.mimi.config import MimiConfig
 
 CODEBOOK_EPS = 1e-5  # kyutai clamps cluster_usage to this before dividing
@@ -43,7 +44,7 @@ _LAYOUTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarr
 RANDOM_CODEBOOK_STD = 0.01  # random codebooks must differ, or every latent maps to code 0
 
 
-class CheckpointError(ValueError):
+class MimiWeightsError(FlmjaxError):
     """A weights file that is not a (complete, well-shaped) kyutai Mimi checkpoint."""
 
 
@@ -188,7 +189,7 @@ def _open(path: str | os.PathLike) -> Any:
     try:
         return safe_open(os.fspath(path), framework="numpy")
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+        raise MimiWeightsError(f"{path} is not a readable safetensors file: {err}") from None
 
 
 def load_kyutai(path: str | os.PathLike, config: MimiConfig, n_q: int) -> dict[str, Any]:
@@ -212,17 +213,17 @@ def load_kyutai(path: str | os.PathLike, config: MimiConfig, n_q: int) -> dict[s
         ]
         missing = [name for name in wanted if resolve(name) is None]
         if len(missing) == len(wanted):
-            raise CheckpointError(
+            raise MimiWeightsError(
                 f"{path} is not a kyutai Mimi checkpoint (it has none of its tensors, e.g. {wanted[0]!r})"
             )
         if missing:
-            raise CheckpointError(f"{path} lacks {len(missing)} Mimi tensor(s), the first being {missing[0]!r}")
+            raise MimiWeightsError(f"{path} lacks {len(missing)} Mimi tensor(s), the first being {missing[0]!r}")
 
         def read(name: str, expected: tuple[int, ...]) -> np.ndarray:
             stored = resolve(name)
             array = f.get_tensor(stored)
             if array.shape != expected:
-                raise CheckpointError(f"{path}: tensor {stored!r} has shape {array.shape}, expected {expected}")
+                raise MimiWeightsError(f"{path}: tensor {stored!r} has shape {array.shape}, expected {expected}")
             return array.astype(np.float32)
 
         flat: dict[tuple[str, ...], np.ndarray] = {}

@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 
 from flmjax.config import ConfigError, ModelConfig
 from flmjax.data.config import DEMO_DIR
+from flmjax.errors import FlmjaxError
 from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import load_hf_params
 from flmjax.interop.qwen import load_qwen_lm
@@ -36,7 +37,7 @@ from flmjax.train.state import (
 from flmjax.train.step import Batch, jit_train_step, make_eval_step, make_train_step
 
 
-class SetupError(ValueError):
+class SetupError(FlmjaxError):
     """A stage that cannot start: nothing to start from, missing data or paths. One line for the user."""
 
 
