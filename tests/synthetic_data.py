@@ -68,3 +68,36 @@ def write_speech_corpus(root: Path, num_pairs: int, text_vocab: int, seed: int =
     records.write_index(root, {"kind": "speech", "records": num_pairs, "shards": [{"shard": 0, "records": num_pairs}],
                                "silence_codes": silence.tolist()})  # fmt: skip
     return root
+
+
+def synthetic_pair(config: ModelConfig, frames: int, index: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A preference pair in the DPO batch's keys: a user speaks (random listen codes) for 6..10 frames,
+    then is silent; the chosen reply (a text run, speech codes that follow it) starts when the user
+    stops, the rejected one, the same reply, 5..8 frames later. Silence is speak code 1, listen code 0."""
+    ids = config.tokens
+    rng = np.random.default_rng([seed, index, 1])
+    k = ids.num_codebooks
+    user_end, delay = int(rng.integers(6, 11)), int(rng.integers(5, 9))
+    text = rng.integers(2, 40, size=4) * 7
+    speech = (np.repeat(text, 2)[:, None] * 13 + np.arange(k)[None, :] * 5) % ids.codebook_size
+    listen = np.zeros((frames, k), np.int32)
+    listen[1:user_end] = rng.integers(2, ids.codebook_size, size=(user_end - 1, k))
+    sides = {}
+    for name, onset in (("chosen", user_end), ("rejected", user_end + delay)):
+        raw = np.empty((frames, ids.num_streams), np.int32)
+        raw[:, 0] = ids.text_wait
+        raw[onset : onset + len(text), 0] = text
+        raw[:, 1 : 1 + k] = 1
+        raw[onset + 2 : onset + 2 + len(speech), 1 : 1 + k] = speech
+        raw[:, 1 + k :] = listen
+        raw[0] = ids.initial_column
+        weights = np.zeros(raw.shape, np.float32)
+        weights[1:, : 1 + k] = 1.0
+        sides[name] = (delay_streams(raw, ids), delay_streams(weights, ids, fill=np.zeros(ids.num_streams)))
+    (tokens, weights), (rejected, rejected_weights) = sides["chosen"], sides["rejected"]
+    return {"tokens": tokens, "weights": weights, "rejected_tokens": rejected, "rejected_weights": rejected_weights}
+
+
+def synthetic_pair_batch(config: ModelConfig, frames: int, indices, seed: int = 0) -> dict[str, np.ndarray]:
+    pairs = [synthetic_pair(config, frames, int(i), seed) for i in indices]
+    return {key: np.stack([p[key] for p in pairs]) for key in pairs[0]}

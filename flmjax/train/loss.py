@@ -35,14 +35,10 @@ def _masked(ce: jax.Array, correct: jax.Array, weight: jax.Array) -> dict[str, j
     return {"ce_sum": jnp.sum(ce * weight), "mass": jnp.sum(weight), "correct": jnp.sum(correct * weight)}
 
 
-def loss_terms(
-    text_logits: jax.Array,
-    audio_logits: jax.Array,
-    tokens: jax.Array,
-    weights: jax.Array,
-    ids: TokenIds,
-) -> dict[str, dict[str, jax.Array]]:
-    """Per-term weighted CE sums, weight masses and correct counts (plus one entry per codebook).
+def _positions(
+    text_logits: jax.Array, audio_logits: jax.Array, tokens: jax.Array, weights: jax.Array, ids: TokenIds
+) -> dict[str, tuple[jax.Array, jax.Array, jax.Array]]:
+    """Per-position (CE, correct, weight) of every loss class, each [B, T] or [B, T, K-1].
 
     text_logits [B, T, V], audio_logits [B, T, K, A], tokens/weights [B, T+1, 17] in delayed columns:
     the targets are columns 1..T.
@@ -61,15 +57,52 @@ def loss_terms(
     audio_ok = (jnp.argmax(audio_logits, -1) == audio_target).astype(jnp.float32)
 
     is_wait = (text_target == ids.text_wait).astype(jnp.float32)
-    terms = {
-        "semantic": _masked(audio_ce[..., 0], audio_ok[..., 0], audio_weight[..., 0]),
-        "acoustic": _masked(audio_ce[..., 1:], audio_ok[..., 1:], audio_weight[..., 1:]),
-        "monologue": _masked(text_ce, text_ok, text_weight * (1.0 - is_wait)),
-        "wait": _masked(text_ce, text_ok, text_weight * is_wait),
+    return {
+        "semantic": (audio_ce[..., 0], audio_ok[..., 0], audio_weight[..., 0]),
+        "acoustic": (audio_ce[..., 1:], audio_ok[..., 1:], audio_weight[..., 1:]),
+        "monologue": (text_ce, text_ok, text_weight * (1.0 - is_wait)),
+        "wait": (text_ce, text_ok, text_weight * is_wait),
     }
-    for c in range(k):
-        terms[f"codebook_{c}"] = _masked(audio_ce[..., c], audio_ok[..., c], audio_weight[..., c])
+
+
+def loss_terms(
+    text_logits: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
+) -> dict[str, dict[str, jax.Array]]:
+    """Per-term weighted CE sums, weight masses and correct counts (plus one entry per codebook).
+
+    text_logits [B, T, V], audio_logits [B, T, K, A], tokens/weights [B, T+1, 17] in delayed columns:
+    the targets are columns 1..T.
+    """
+    positions = _positions(text_logits, audio_logits, tokens, weights, ids)
+    terms = {name: _masked(*position) for name, position in positions.items()}
+    ac_ce, ac_ok, ac_w = positions["acoustic"]
+    terms["codebook_0"] = terms["semantic"]
+    for c in range(1, ids.num_codebooks):
+        terms[f"codebook_{c}"] = _masked(ac_ce[..., c - 1], ac_ok[..., c - 1], ac_w[..., c - 1])
     return terms
+
+
+def sequence_log_probs(
+    text_logits: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
+    coefficients: LossCoefficients = LossCoefficients(),
+) -> jax.Array:
+    """log pi(s) of every sequence, [B]: the sum over the positions that carry loss of their
+    log-probability, each weighted by its position weight and its class's coefficient (alpha_1, alpha_2,
+    beta, gamma). Unlike `finalize_loss` it is not normalised per class: DPO compares the likelihoods of
+    two sequences whose classes hold different token counts (a late reply has more `<wait>` and silence
+    positions), and a per-class mean would not be a sequence's log-likelihood."""
+    total = jnp.zeros(tokens.shape[:1], jnp.float32)
+    for name, (ce, _, weight) in _positions(text_logits, audio_logits, tokens, weights, ids).items():
+        total = total - getattr(coefficients, name) * jnp.sum((ce * weight).reshape(ce.shape[0], -1), axis=1)
+    return total
 
 
 def finalize_loss(terms: dict[str, dict[str, jax.Array]], coefficients: LossCoefficients) -> dict[str, jax.Array]:

@@ -47,8 +47,9 @@ def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """tokens/weights [B, T+1, 17]: batch split over the activation batch axes, the rest whole."""
-    return logical_to_mesh_sharding(PartitionSpec("activation_batch", None, None), mesh, LOGICAL_AXIS_RULES)
+    """Every batch field (tokens/weights [B, T+1, 17], DPO's per-pair [B]): the batch dimension split
+    over the activation batch axes, the rest whole."""
+    return logical_to_mesh_sharding(PartitionSpec("activation_batch"), mesh, LOGICAL_AXIS_RULES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

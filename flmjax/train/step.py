@@ -1,15 +1,18 @@
-"""The jitted train and eval steps.
+"""The jitted train and eval steps, for any `Objective` (the FLM loss here, DPO in `flmjax.train.dpo`).
 
-A train step splits the global batch into `micro_batches` and accumulates gradients over them. Each
-loss term is normalised by its token count over the *whole* batch (not per micro-batch), so the
-accumulated gradient equals the gradient of the full batch's loss whatever the split: a micro-batch
-contributes `coefficient * its CE sum / the batch's mass` per term.
+A train step splits the global batch into `micro_batches` and accumulates gradients over them. An
+objective's sums add over micro-batches and its loss is normalised by the *whole* batch's normalisers
+(token counts, pair counts), so the accumulated gradient equals the gradient of the full batch's loss
+whatever the split: for the FLM loss a micro-batch contributes `coefficient * its CE sum / the batch's
+mass` per term. Extra step inputs (`context`, e.g. DPO's frozen reference parameters) pass through to
+the objective.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -28,12 +31,13 @@ Batch = dict[str, jax.Array]  # {"tokens": int32 [B, T+1, 17], "weights": float3
 Terms = dict[str, dict[str, jax.Array]]
 
 
-def _batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
+def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
+    """`loss_terms` of the sequences `batch["tokens"]` under `params`."""
     text_logits, audio_logits = module.apply({"params": params}, batch["tokens"])
     return loss_terms(text_logits, audio_logits, batch["tokens"], batch["weights"], module.config.tokens)
 
 
-def _term_masses(config: ModelConfig, batch: Batch) -> dict[str, jax.Array]:
+def term_masses(config: ModelConfig, batch: Batch) -> dict[str, jax.Array]:
     """The weight mass of every loss term in `batch`, by the loss's own masking rules. The logits passed
     are placeholders: only the masses are used, so XLA removes everything computed from them."""
     b, t = batch["tokens"].shape[0], batch["tokens"].shape[1] - 1
@@ -41,6 +45,48 @@ def _term_masses(config: ModelConfig, batch: Batch) -> dict[str, jax.Array]:
     audio = jnp.zeros((b, t, config.num_codebooks, config.audio_vocab_size), jnp.float32)
     terms = loss_terms(text, audio, batch["tokens"], batch["weights"], config.tokens)
     return {name: term["mass"] for name, term in terms.items()}
+
+
+def with_masses(terms: Terms, masses: dict[str, jax.Array] | None) -> Terms:
+    """Terms normalised by given masses (the whole batch's, under gradient accumulation) or their own."""
+    return terms if masses is None else {k: {**v, "mass": masses[k]} for k, v in terms.items()}
+
+
+class Objective(Protocol):
+    """What a train step minimises. `sums` are additive over micro-batches (a pytree of arrays);
+    `loss` normalises them by the whole batch's `normalisers` (None: by their own); `metrics` turns
+    sums (of a batch or of many eval batches) into the logged values."""
+
+    def sums(self, module: FLMAudioLM, params: Any, batch: Batch, *context: Any) -> Any: ...
+
+    def normalisers(self, config: ModelConfig, batch: Batch) -> Any: ...
+
+    def loss(self, sums: Any, normalisers: Any) -> jax.Array: ...
+
+    def metrics(self, sums: Any) -> dict[str, jax.Array]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FLMObjective:
+    """The FLM-Audio loss (paper Eq. 3): sums are `loss_terms`, metrics `finalize_loss`'s."""
+
+    coefficients: LossCoefficients = LossCoefficients()
+
+    def sums(self, module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
+        return batch_terms(module, params, batch)
+
+    def normalisers(self, config: ModelConfig, batch: Batch) -> dict[str, jax.Array]:
+        return term_masses(config, batch)
+
+    def loss(self, sums: Terms, normalisers: dict[str, jax.Array] | None) -> jax.Array:
+        return finalize_loss(with_masses(sums, normalisers), self.coefficients)["loss"]
+
+    def metrics(self, sums: Terms) -> dict[str, jax.Array]:
+        return finalize_loss(sums, self.coefficients)
+
+
+def as_objective(objective: Objective | LossCoefficients) -> Objective:
+    return FLMObjective(objective) if isinstance(objective, LossCoefficients) else objective
 
 
 def _split_micro_batches(batch: Batch, count: int) -> Batch:
@@ -57,43 +103,40 @@ def _split_micro_batches(batch: Batch, count: int) -> Batch:
 def make_train_step(
     config: ModelConfig,
     optimizer: optax.GradientTransformation,
-    coefficients: LossCoefficients,
+    objective: Objective | LossCoefficients,
     micro_batches: int,
     mesh: Mesh,
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """(state, batch, learning rate) -> (next state, metrics): `finalize_loss`'s values for the batch
-    plus `grad_norm` (before clipping) and `lr`."""
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """(state, batch, learning rate, *context) -> (next state, metrics): the objective's metrics for the
+    batch plus `grad_norm` (before clipping) and `lr`. Loss coefficients stand for the FLM objective."""
     module = FLMAudioLM(config)
+    objective = as_objective(objective)
 
-    def grads_and_terms(params, batch, masses):
-        def objective(p):
-            terms = _batch_terms(module, p, batch)
-            if masses is not None:  # normalise by the whole batch's masses (gradient accumulation)
-                terms_for_loss = {k: {**v, "mass": masses[k]} for k, v in terms.items()}
-            else:
-                terms_for_loss = terms
-            return finalize_loss(terms_for_loss, coefficients)["loss"], terms
+    def grads_and_sums(params, batch, normalisers, context):
+        def loss(p):
+            sums = objective.sums(module, p, batch, *context)
+            return objective.loss(sums, normalisers), sums
 
-        (_, terms), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        return grads, terms
+        (_, sums), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return grads, sums
 
-    def step(state: TrainState, batch: Batch, learning_rate: jax.Array):
+    def step(state: TrainState, batch: Batch, learning_rate: jax.Array, *context: Any):
         with activation_sharding(mesh):
             if micro_batches == 1:
-                grads, terms = grads_and_terms(state.params, batch, None)
+                grads, sums = grads_and_sums(state.params, batch, None, context)
             else:
-                masses = _term_masses(config, batch)
+                normalisers = objective.normalisers(config, batch)
 
                 def accumulate(grads, micro):
-                    g, terms = grads_and_terms(state.params, micro, masses)
-                    return jax.tree_util.tree_map(jnp.add, grads, g), terms
+                    g, sums = grads_and_sums(state.params, micro, normalisers, context)
+                    return jax.tree_util.tree_map(jnp.add, grads, g), sums
 
                 zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
                 grads, stacked = jax.lax.scan(accumulate, zeros, _split_micro_batches(batch, micro_batches))
-                terms = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), stacked)
+                sums = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), stacked)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, apply_learning_rate(updates, learning_rate))
-        metrics = finalize_loss(terms, coefficients)
+        metrics = objective.metrics(sums)
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["lr"] = learning_rate
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -101,30 +144,43 @@ def make_train_step(
     return step
 
 
-def jit_train_step(step: Callable, shardings: TrainState, mesh: Mesh) -> Callable:
-    """The train step compiled for `mesh`: the state is donated and keeps its shardings."""
+def jit_train_step(step: Callable, shardings: TrainState, mesh: Mesh, context_shardings: tuple = ()) -> Callable:
+    """The train step compiled for `mesh`: the state is donated and keeps its shardings; `context`
+    inputs (after the learning rate) take `context_shardings`."""
     return jax.jit(
         step,
-        in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
+        in_shardings=(shardings, batch_sharding(mesh), replicated(mesh), *context_shardings),
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=(0,),
     )
 
 
-def make_eval_step(config: ModelConfig, params_shardings: Any, mesh: Mesh) -> Callable[[Any, Batch], Terms]:
-    """(params, batch) -> the batch's `loss_terms` sums (add them over batches, then `finalize_loss`)."""
+def make_eval_step(
+    config: ModelConfig,
+    params_shardings: Any,
+    mesh: Mesh,
+    objective: Objective | LossCoefficients = LossCoefficients(),
+    context_shardings: tuple = (),
+) -> Callable[..., Any]:
+    """(params, batch, *context) -> the batch's objective sums (add them over batches, then
+    `finalize_eval`)."""
     module = FLMAudioLM(config)
+    objective = as_objective(objective)
 
-    def step(params, batch):
+    def step(params, batch, *context):
         with activation_sharding(mesh):
-            return _batch_terms(module, params, batch)
+            return objective.sums(module, params, batch, *context)
 
-    return jax.jit(step, in_shardings=(params_shardings, batch_sharding(mesh)), out_shardings=replicated(mesh))
+    return jax.jit(
+        step,
+        in_shardings=(params_shardings, batch_sharding(mesh), *context_shardings),
+        out_shardings=replicated(mesh),
+    )
 
 
-def finalize_eval(terms: list[Terms], coefficients: LossCoefficients) -> dict[str, jax.Array]:
-    """Metrics of a whole evaluation from its batches' term sums."""
-    total = terms[0]
-    for more in terms[1:]:
+def finalize_eval(sums: list[Any], objective: Objective | LossCoefficients) -> dict[str, jax.Array]:
+    """Metrics of a whole evaluation from its batches' sums."""
+    total = sums[0]
+    for more in sums[1:]:
         total = add_terms(total, more)
-    return finalize_loss(total, coefficients)
+    return as_objective(objective).metrics(total)
