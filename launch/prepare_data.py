@@ -4,11 +4,14 @@
     python launch/prepare_data.py speech.jsonl --out /data/speech --mimi tokenizer-e351c8d8-checkpoint125.safetensors
     python launch/prepare_data.py dialogs.jsonl --out /data/ft2 --config ft2 --mimi ...   # dialogs for ft2's layout
     python launch/prepare_data.py tfds:librispeech:train_clean100 --tfds-data-dir ~/tensorflow_datasets --out ...
+    python launch/prepare_data.py speech.jsonl --out /data/speech --num-hosts 4 --host-index $SLURM_ARRAY_TASK_ID
 
 CORPUS is a JSONL manifest (formats in docs/data.md) or tfds:NAME[:SPLIT]. Dialogs are prepared for a stage's
 layout and augmentation (--config; flags override): each dialog gets --variants pre-encoded listen tracks,
-one per training epoch. A re-run skips finished shards. Bad entries are reported by name and skipped; the
-exit status is 1 only when nothing could be prepared (or with --strict, when anything failed).
+one per training epoch. A re-run skips finished shards. Several hosts prepare one corpus together, each
+taking every --num-hosts-th shard; the host that finishes last writes the index (with jax.distributed
+initialised, the hosts are its processes and process 0 writes it). Bad entries are reported by name and
+skipped; the exit status is 1 only when nothing could be prepared (or with --strict, when anything failed).
 Without --mimi the codec has RANDOM weights: fine for the demo, meaningless for a real model.
 """
 
@@ -21,9 +24,9 @@ import sys
 from flmjax.config import ConfigError
 from flmjax.data.config import get_data_config
 from flmjax.data.corpus import CorpusError
-from flmjax.data.encoding import mimi_name
+from flmjax.data.encoding import ENCODE_BATCH, mimi_name
 from flmjax.data.layouts import DIALOG_LAYOUTS
-from flmjax.data.prepare import PrepareOptions, ensure_prepared, prepare_corpus, summarize
+from flmjax.data.prepare import Hosts, PrepareOptions, ensure_prepared, prepare_corpus, summarize
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="seed of plans and augmentation (default: the config's)")
     p.add_argument("--shard-size", type=int, default=64, help="entries per shard (default 64)")
     p.add_argument("--workers", type=int, default=2, help="processes reading audio (default 2; <= 1: in process)")
+    p.add_argument(
+        "--encode-batch",
+        type=int,
+        default=ENCODE_BATCH,
+        help=f"clips per local device Mimi encodes at once ({ENCODE_BATCH})",
+    )
+    h = p.add_argument_group("hosts (default: the processes of jax.distributed when initialised, else one)")
+    h.add_argument("--num-hosts", type=int, help="hosts preparing this corpus together (SLURM array, indexed job, ...)")
+    h.add_argument("--host-index", type=int, help="this host's index in [0, --num-hosts)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any entry failed")
     p.add_argument("--no-progress", action="store_true")
     t = p.add_argument_group("TFDS corpora")
@@ -54,8 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.corpus and not args.out:
         p.error("--out is required with a corpus")
-    if args.shard_size < 1 or (args.variants is not None and args.variants < 1):
-        p.error("--shard-size and --variants must be >= 1")
+    if min(args.shard_size, args.encode_batch) < 1 or (args.variants is not None and args.variants < 1):
+        p.error("--shard-size, --encode-batch and --variants must be >= 1")
+    if (args.num_hosts is None) != (args.host_index is None):
+        p.error("--num-hosts and --host-index go together")
     return args
 
 
@@ -63,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = get_data_config(args.config)
+        hosts = Hosts.detect(args.host_index, args.num_hosts)
         if args.corpus is None:  # the demo: the config's manifests, into its cache
             config = config.replace(mimi=args.mimi) if args.mimi else config
-            for root in ensure_prepared(config, progress=not args.no_progress):
+            for root in ensure_prepared(config, progress=not args.no_progress, hosts=hosts):
                 print(f"ready: {root}")
             return 0
         layout = args.layout or (config.layout if config.is_dialog else "response_tts_free")
@@ -83,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         tfds_options = {"data_dir": args.tfds_data_dir, "audio_key": args.tfds_audio_key, "text_key": args.tfds_text_key,
                         "id_key": args.tfds_id_key, "language": args.language, "source": args.source}  # fmt: skip
         report = prepare_corpus(args.corpus, args.out, opts, workers=args.workers, progress=not args.no_progress,
-                                tfds_options=tfds_options)  # fmt: skip
+                                tfds_options=tfds_options, hosts=hosts, encode_batch=args.encode_batch)  # fmt: skip
     except (ConfigError, CorpusError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,7 +31,8 @@ class LazyMimi:
     def __init__(self, name: str = RANDOM_MIMI, log: Callable[[str], None] = print):
         self.name, self._log, self._mimi = name, log, None
 
-    def streaming(self, batch_size: int) -> Any:
+    def get(self) -> Any:
+        """The `Mimi`, loaded on the first call."""
         if self._mimi is None:
             from flmjax.mimi import Mimi  # jax: only where audio gets encoded
 
@@ -40,7 +41,7 @@ class LazyMimi:
                 self._mimi = Mimi.random(seed=0)
             else:
                 self._mimi = Mimi.from_pretrained(self.name)
-        return self._mimi.streaming(batch_size)
+        return self._mimi
 
 
 def num_frames(num_samples: int) -> int:
@@ -50,27 +51,50 @@ def num_frames(num_samples: int) -> int:
 def encode_batched(mimi: Any, clips: Sequence[np.ndarray], batch_size: int = ENCODE_BATCH) -> list[np.ndarray]:
     """Mimi codes int32 [8, ceil(N / 1920)] of each clip.
 
-    Clips are sorted by length and streamed up to `batch_size` at a time through Mimi's streaming encoder
-    in chunks of ENCODE_CHUNK_FRAMES: whatever the lengths, Mimi compiles one shape per batch size (a power
-    of two: a CPU pays for padding rows) and memory stays bounded for long dialog tracks. Shorter clips
-    are zero-padded; Mimi is causal, so padding after a clip does not change its frames.
+    Clips are sorted by length and streamed `batch_size` per local device at a time through Mimi's
+    streaming encoder in chunks of ENCODE_CHUNK_FRAMES: whatever the lengths, Mimi compiles one shape per
+    batch size (a power of two per device: a CPU pays for padding rows) and memory stays bounded for long
+    dialog tracks. With several local devices the rows are sharded over them (each device encodes its
+    rows; the parameters are replicated once). Shorter clips are zero-padded; Mimi is causal, so padding
+    after a clip does not change its frames.
     """
+    import jax
+
+    codec = mimi.get() if isinstance(mimi, LazyMimi) else mimi
+    devices = jax.local_devices()
+    rows_sharding = _shard_rows(codec, devices) if len(devices) > 1 else None
     order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
     chunk = ENCODE_CHUNK_FRAMES * SAMPLES_PER_FRAME
     out: list[np.ndarray | None] = [None] * len(clips)
-    for b in range(0, len(order), batch_size):
-        rows = order[b : b + batch_size]
+    for b in range(0, len(order), batch_size * len(devices)):
+        rows = order[b : b + batch_size * len(devices)]
         length = -(-max(len(clips[i]) for i in rows) // chunk) * chunk
-        pcm = np.zeros((1 << (len(rows) - 1).bit_length(), 1, length), dtype=np.float32)
+        per_device = 1 << (-(-len(rows) // len(devices)) - 1).bit_length()
+        pcm = np.zeros((per_device * len(devices), 1, length), dtype=np.float32)
         for r, i in enumerate(rows):
             pcm[r, 0, : len(clips[i])] = clips[i]
-        stream = mimi.streaming(pcm.shape[0])
-        codes = np.concatenate(
-            [np.asarray(stream.encode(pcm[..., t : t + chunk])) for t in range(0, length, chunk)], -1
-        )
+        stream = codec.streaming(pcm.shape[0])
+        if rows_sharding is not None:
+            stream.state = jax.device_put(stream.state, rows_sharding)  # every state leaf: streams first
+        place = (lambda x: x) if rows_sharding is None else (lambda x: jax.device_put(x, rows_sharding))
+        pieces = [np.asarray(stream.encode(place(pcm[..., t : t + chunk]))) for t in range(0, length, chunk)]
+        codes = np.concatenate(pieces, -1)
         for r, i in enumerate(rows):
             out[i] = codes[r, :, : num_frames(len(clips[i]))].astype(np.int32)
     return out  # type: ignore[return-value]
+
+
+def _shard_rows(codec: Any, devices: list[Any]) -> Any:
+    """The sharding of a batch's rows over the local devices; replicates the codec's parameters there."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices), ("rows",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    leaf = jax.tree_util.tree_leaves(codec.params)[0]
+    if getattr(leaf, "sharding", None) != replicated:
+        codec.params = jax.device_put(codec.params, replicated)
+    return NamedSharding(mesh, PartitionSpec("rows"))
 
 
 def silence_codes(mimi: Any) -> np.ndarray:

@@ -16,6 +16,7 @@ leakage) and Mimi-encoded. Epoch e of training reads variant e mod `variants`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ from flmjax.data import augment as aug
 from flmjax.data import layouts, records
 from flmjax.data.config import DataConfig
 from flmjax.data.corpus import CorpusError
-from flmjax.data.encoding import RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
+from flmjax.data.encoding import ENCODE_BATCH, RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
 from flmjax.data.loading import LoadedDialog, LoadedSpeech, NoiseBank, load_entry, reader_pool
 from flmjax.data.sources import open_source
 from flmjax.tokens import RELEASE_TOKENS, SAMPLE_RATE
@@ -94,28 +95,37 @@ class PrepareReport:
     errors: list[str]
     audio_seconds: float  # of the audio encoded in this run
     seconds: float
+    complete: bool = True  # False: shards of other hosts are missing, so no index yet (records, errors: this host's)
 
     @property
     def failed(self) -> bool:
-        return self.records == 0
+        """Nothing could be prepared (of this host's shards, when it has some)."""
+        return self.records == 0 and (self.complete or self.shards_written + self.shards_skipped > 0)
 
 
 # --- encoding and writing (main process) ---------------------------------------------------------------
 
 
-def _speech_records(loaded: list[LoadedSpeech], mimi: Any, errors: list[str]) -> tuple[list[bytes], float]:
+def _speech_records(
+    loaded: list[LoadedSpeech], encode: Callable[..., list[np.ndarray]], mimi: Any, errors: list[str]
+) -> tuple[list[bytes], float]:
     clips = [c for entry in loaded for c in entry.clips]
     for entry in loaded:
         errors.extend(entry.errors)
-    codes = encode_batched(mimi, [c.pcm for c in clips])
+    codes = encode(mimi, [c.pcm for c in clips])
     out = [records.pair_record(c.meta, k, c.tokens, c.words) for c, k in zip(clips, codes)]
     return out, sum(len(c.pcm) for c in clips) / SAMPLE_RATE
 
 
 def _dialog_records(
-    loaded: list[tuple[int, LoadedDialog]], mimi: Any, opts: PrepareOptions, noise: NoiseBank | None, errors: list[str]
+    loaded: list[tuple[int, LoadedDialog]],
+    encode: Callable[..., list[np.ndarray]],
+    mimi: Any,
+    opts: PrepareOptions,
+    noise: NoiseBank | None,
+    errors: list[str],
 ) -> tuple[list[bytes], float]:
-    turn_codes = encode_batched(mimi, [w for _, d in loaded for w in d.waves])
+    turn_codes = encode(mimi, [w for _, d in loaded for w in d.waves])
     planned, tracks = [], []
     for index, d in loaded:
         codes, turn_codes = turn_codes[: len(d.waves)], turn_codes[len(d.waves) :]
@@ -135,7 +145,7 @@ def _dialog_records(
             continue
         planned.append((d, turns, plans))
         tracks.append(listen)
-    encoded = encode_batched(mimi, [t for listen in tracks for t in listen])
+    encoded = encode(mimi, [t for listen in tracks for t in listen])
     out, seconds = [], sum(len(w) for _, d in loaded for w in d.waves)
     for (d, turns, plans), listen in zip(planned, tracks):
         codes, encoded = encoded[: len(listen)], encoded[len(listen) :]
@@ -149,6 +159,42 @@ def _shard_fingerprint(settings: dict[str, Any], entries: Sequence[Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class Hosts:
+    """This process's share of the shard plan: shard s belongs to host s mod `count` (round robin, so every
+    host gets entries from all over the corpus). `distributed`: the hosts are the processes of an
+    initialised `jax.distributed`, which can wait for each other."""
+
+    index: int = 0
+    count: int = 1
+    distributed: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise CorpusError(f"host index {self.index} is not in [0, {self.count}) (--host-index, --num-hosts)")
+
+    @classmethod
+    def detect(cls, index: int | None = None, count: int | None = None) -> Hosts:
+        """Explicit --host-index/--num-hosts (any scheduler), else the processes of `jax.distributed` when it
+        is initialised, else a single host."""
+        if index is not None or count is not None:
+            return cls(index or 0, count or 1)
+        import jax
+
+        if jax.distributed.is_initialized() and jax.process_count() > 1:
+            return cls(jax.process_index(), jax.process_count(), distributed=True)
+        return cls()
+
+    def owns(self, shard: int) -> bool:
+        return shard % self.count == self.index
+
+    def barrier(self, name: str) -> None:
+        if self.distributed:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+
 def prepare_corpus(
     corpus: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -158,10 +204,14 @@ def prepare_corpus(
     progress: bool = True,
     tfds_options: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    hosts: Hosts = Hosts(),
+    encode_batch: int = ENCODE_BATCH,
 ) -> PrepareReport:
-    """Prepare a corpus (manifest path or `tfds:NAME[:SPLIT]`) into `out_dir`.
+    """Prepare a corpus (manifest path or `tfds:NAME[:SPLIT]`) into `out_dir`: this host's share of the
+    shards (`hosts`), then, when every shard's marker is there, the index.
 
-    `mimi`: a `Mimi` (or anything with its `streaming`), matching `opts.mimi_name` (default: loaded when needed).
+    `mimi`: a `Mimi` or `LazyMimi` matching `opts.mimi_name` (default: loaded when needed).
+    `encode_batch`: clips per local device Mimi encodes at once.
     """
     from tqdm import tqdm
 
@@ -173,14 +223,17 @@ def prepare_corpus(
             f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}"
         )
     mimi = mimi if mimi is not None else LazyMimi(opts.mimi_name, log)
+    encode = functools.partial(encode_batched, batch_size=encode_batch)
     settings = opts.fingerprint(kind)
     num_shards = max(1, math.ceil(len(entries) / opts.shard_size))
     spans = [range(s * opts.shard_size, min(len(entries), (s + 1) * opts.shard_size)) for s in range(num_shards)]
     prints = [_shard_fingerprint(settings, [entries[i] for i in span]) for span in spans]
-    todo = [s for s in range(num_shards) if (records.read_marker(out, s) or {}).get("fingerprint") != prints[s]]
+    mine = [s for s in range(num_shards) if hosts.owns(s)]
+    todo = [s for s in mine if not _done(out, s, prints[s])]
     previous = _read_index(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / records.INDEX).unlink(missing_ok=True)  # the folder is unfinished until the index is back
+    if todo:
+        (out / records.INDEX).unlink(missing_ok=True)  # the folder is unfinished until the index is back
     lead = opts.layout_config.lead_frames
     noise = NoiseBank(opts.noise_dir, opts.seed) if kind == "dialogs" and opts.augment and todo else None
     if noise is not None and opts.noise_dir is None:
@@ -200,22 +253,33 @@ def prepare_corpus(
                 else:
                     loaded.append((i, result))
             if kind == "speech":
-                recs, audio_s = _speech_records([r for _, r in loaded], mimi, errors)
+                recs, audio_s = _speech_records([r for _, r in loaded], encode, mimi, errors)
             else:
-                recs, audio_s = _dialog_records(loaded, mimi, opts, noise, errors)
+                recs, audio_s = _dialog_records(loaded, encode, mimi, opts, noise, errors)
             seconds += audio_s
             records.write_shard(out, s, recs, {"fingerprint": prints[s], "errors": errors})
     finally:
         bar.close()
         if pool:
             pool.shutdown()
+    hosts.barrier(f"prepared shards of {out}")
+    written, done = len(todo), len(mine) - len(todo)
+    waiting = [s for s in range(num_shards) if not _done(out, s, prints[s])]
+    if waiting or (hosts.distributed and hosts.index != 0):  # the index: once, when every shard is there
+        markers = [m for s in mine if (m := records.read_marker(out, s)) is not None]
+        mine_errors = [e for m in markers for e in m["errors"]]
+        if waiting:
+            log(f"{out}: {len(waiting)} shards of other hosts not done yet; the host finishing last writes the index")
+        hosts.barrier(f"indexed {out}")
+        report = PrepareReport(out, kind, sum(m["records"] for m in markers), written, done, mine_errors, seconds, 0.0)
+        return dataclasses.replace(report, seconds=time.time() - t0, complete=not waiting)
     for stale in out.glob("shard-*"):  # shards of an earlier, longer version of the corpus
         if int(stale.name[6:11]) >= num_shards:
-            stale.unlink()
+            stale.unlink(missing_ok=True)
     markers = [records.read_marker(out, s) for s in range(num_shards)]
     all_errors = [e for m in markers for e in m["errors"]]
     total = sum(m["records"] for m in markers)
-    same = previous is not None and previous.get("settings") == settings
+    same = previous is not None and previous.get("settings") == settings and "silence_codes" in previous
     index = {
         "kind": kind,
         "corpus": str(corpus),
@@ -229,7 +293,13 @@ def prepare_corpus(
     if total:  # what layouts put on an audio channel nobody speaks on (dialogs)
         index["silence_codes"] = previous["silence_codes"] if same else silence_codes(mimi).tolist()
     records.write_index(out, index)
-    return PrepareReport(out, kind, total, len(todo), num_shards - len(todo), all_errors, seconds, time.time() - t0)
+    hosts.barrier(f"indexed {out}")
+    return PrepareReport(out, kind, total, written, done, all_errors, seconds, time.time() - t0)
+
+
+def _done(root: Path, shard: int, fingerprint: str) -> bool:
+    """Whether a shard's marker says it holds the records of these entries and settings."""
+    return (records.read_marker(root, shard) or {}).get("fingerprint") == fingerprint
 
 
 def _read_index(root: Path) -> dict[str, Any] | None:
@@ -258,17 +328,25 @@ def corpus_roots(config: DataConfig) -> list[Path]:
 
 
 def ensure_prepared(
-    config: DataConfig, progress: bool = True, log: Callable[[str], None] = print, workers: int = 2
+    config: DataConfig,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    workers: int = 2,
+    hosts: Hosts = Hosts(),
 ) -> list[Path]:
-    """Prepare every corpus of `config` given as a manifest whose cache folder is not finished yet."""
+    """Prepare every corpus of `config` given as a manifest whose cache folder is not finished yet (this
+    host's share of it; with distributed hosts, every host returns once the folders are finished)."""
     roots = corpus_roots(config)
     opts = PrepareOptions.for_data_config(config)
     mimi = LazyMimi(opts.mimi_name, log)  # shared: loaded at most once
-    for spec, root in zip(config.corpora, roots):
-        if spec.prepared is not None or (root / records.INDEX).exists():
-            continue
+    todo = [(spec, root) for spec, root in zip(config.corpora, roots) if spec.prepared is None]
+    todo = [(spec, root) for spec, root in todo if not (root / records.INDEX).exists()]
+    hosts.barrier(f"checked the prepared corpora of {config.name}")  # before any host removes an index
+    for spec, root in todo:
         log(f"preparing {spec.name} from {spec.manifest} into {root} (first use)")
-        report = prepare_corpus(spec.manifest, root, opts, mimi=mimi, workers=workers, progress=progress, log=log)
+        report = prepare_corpus(
+            spec.manifest, root, opts, mimi=mimi, workers=workers, progress=progress, log=log, hosts=hosts
+        )
         for e in report.errors:
             log(f"  skipped: {e}")
         if report.failed:
@@ -282,6 +360,8 @@ def summarize(report: PrepareReport) -> Iterable[str]:
         f"{report.shards_skipped} already done, {report.audio_seconds / 60:.1f} min of audio encoded in "
         f"{report.seconds:.1f} s"
     )
+    if not report.complete:
+        yield "index not written yet: shards of other hosts are missing (records and errors above: this host's)"
     if report.errors:
         yield f"{len(report.errors)} entries or segments skipped:"
         yield from (f"  {e}" for e in report.errors)

@@ -1,6 +1,6 @@
 """The trainer's side of the data pipeline: this host's batches of a stage, its epoch size, held-out batches.
 
-Corpora given as manifests are prepared on first use (process 0 prepares, the other hosts wait for it).
+Corpora given as manifests are prepared on first use (every host prepares its share of the shards).
 The epoch size sets the schedule's length (epochs x samples / batch): a dialog stage makes one sample per
 dialog read; post-training packs several (clip, sentence) pairs per sample, so its epoch is estimated
 from the frames a pair takes on average (a random subset of records, plus the mean gap before a pair).
@@ -16,12 +16,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from flmjax.data.config import DataConfig
 from flmjax.data.layouts import frames
 from flmjax.data.pipeline import EpochMixture, batch_dataset, open_corpora
-from flmjax.data.prepare import corpus_roots, ensure_prepared
+from flmjax.data.prepare import Hosts, ensure_prepared
 from flmjax.data.records import PreparedCorpus
 from flmjax.tokens import TokenIds
 from flmjax.train.config import TrainConfig
@@ -42,13 +41,9 @@ class StageData:
 
 
 def prepared_roots(config: DataConfig) -> list[Path]:
-    """The prepared folders of a data config, preparing manifests on first use (on process 0 only)."""
-    if jax.process_index() == 0:
-        roots = ensure_prepared(config, progress=True)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"prepared {config.name}")
-        roots = corpus_roots(config)
-    return roots
+    """The prepared folders of a data config, preparing manifests on first use (every process its share
+    of the shards; all return once the folders are finished)."""
+    return ensure_prepared(config, progress=jax.process_index() == 0, hosts=Hosts.detect())
 
 
 def _mean_pair_frames(corpus: PreparedCorpus, rng: np.random.Generator) -> float:
