@@ -11,7 +11,8 @@ codes of each output frame out (int32 [B, S-1, 9], the release's loop's return v
 
     python launch/infer.py --checkpoint DIR --user-codes IN.npy --out-codes OUT.npy [--greedy] [--stats]
 
-`--greedy` is pure argmax (no sampling, no repetition penalty): deterministic. Otherwise the release
+`--quantize int8` decodes with int8 weights (an int8 export loads int8 without it). `--greedy` is pure
+argmax (no sampling, no repetition penalty): deterministic. Otherwise the release
 server's sampling defaults apply (see flmjax/infer/sampling.py), seeded by `--seed`. `--stats` prints the
 per-frame latency (mean, p50, p99; compilation excluded) as JSON.
 """
@@ -31,6 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory, or an flmjax trainer checkpoint")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weights and compute dtype")
     p.add_argument("--window", type=int, default=None, help="KV cache frames (default: max_position_embeddings)")
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=("none", "int8"),
+        help="int8: weight-only int8 matmul kernels (per-output-channel scales), activations in --dtype",
+    )
     p.add_argument("--greedy", action="store_true", help="argmax decoding, no repetition penalty (deterministic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stats", action="store_true", help="print per-frame latency as JSON")
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         user_audio = read_user_audio(args.input)
         if args.mimi != "random" and not os.path.isfile(args.mimi):
             raise FileNotFoundError(f"{args.mimi}: no such Mimi weights file")
-    model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype)
+    model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize)
 
     if args.user_codes:
         decoder = Decoder(model, batch_size=user_codes.shape[0], window=args.window)

@@ -30,6 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ssl-cert", help="PEM certificate (chain): serve HTTPS/WSS (needs --ssl-key)")
     p.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=("none", "int8"),
+        help="int8: weight-only int8 matmul kernels (per-output-channel scales), activations in --dtype",
+    )
     p.add_argument("--window", type=int, default=None, help="KV cache frames (default: max_position_embeddings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--greedy", action="store_true", help="argmax decoding by default (settings can change it)")
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{args.mimi}: no such Mimi weights file")
         settings = SamplingSettings(seed=args.seed)
         settings = settings.greedy_deterministic() if args.greedy else settings
-        model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype)
+        model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize)
         mimi = Mimi.random(seed=0) if args.mimi == "random" else Mimi.from_pretrained(args.mimi)
         if args.mimi == "random":
             log.warning("Mimi has RANDOM weights: the audio means nothing (demo/test only)")

@@ -18,6 +18,8 @@ import numpy as np
 from flmjax.config import ModelConfig
 from flmjax.errors import FlmjaxError
 from flmjax.interop.safetensors_io import SafetensorsError, iter_checkpoint_files, write_safetensors
+from flmjax.model.layers import SCALE_SUFFIX
+from flmjax.model.quant import INT8_CONFIG, contracted_axes, is_quantized
 
 
 class CheckpointMismatchError(FlmjaxError):
@@ -114,16 +116,80 @@ def _get(tree: dict, path: tuple[str, ...]) -> Any:
     return tree
 
 
-def load_hf_params(directory: str | os.PathLike, cfg: ModelConfig, param_shapes: dict, dtype: np.dtype) -> dict:
+def _scale_path(path: tuple[str, ...]) -> tuple[str, ...]:
+    return path[:-1] + (path[-1] + SCALE_SUFFIX,)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One tensor of the file: a spec's weight, or (`scale`) the scales of an int8 linear weight, which
+    HF-style quantised layouts store as `<name>_scale` [out, 1] beside the int8 `<name>` [out, in]."""
+
+    spec: TensorSpec
+    scale: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.hf_name + SCALE_SUFFIX if self.scale else self.spec.hf_name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.spec.hf_shape[0], 1) if self.scale else self.spec.hf_shape
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return _scale_path(self.spec.path) if self.scale else self.spec.path
+
+    def from_hf(self, tensor: np.ndarray, slice_shape: tuple[int, ...]) -> np.ndarray:
+        return tensor.reshape(slice_shape) if self.scale else self.spec.from_hf(tensor, slice_shape)
+
+    def to_hf(self, value: np.ndarray) -> np.ndarray:
+        return value.reshape(self.shape) if self.scale else self.spec.to_hf(value)
+
+
+def file_entries(cfg: ModelConfig, quantized: bool) -> list[_Entry]:
+    """The tensors of a checkpoint: the release's, plus with `quantized` the scales of the int8 kernels."""
+    entries = []
+    for spec in tensor_specs(cfg):
+        entries.append(_Entry(spec))
+        if quantized and contracted_axes(spec.path) is not None:
+            entries.append(_Entry(spec, scale=True))
+    return entries
+
+
+def checkpoint_quantization(directory: str | os.PathLike) -> str:
+    """ "int8" for a checkpoint export wrote with `quantize="int8"`, else "none"."""
+    with open(os.path.join(directory, "config.json")) as f:
+        method = json.load(f).get("quantization_config", {}).get("quant_method")
+    if method is None:
+        return "none"
+    if method != INT8_CONFIG["quant_method"]:
+        raise CheckpointMismatchError(
+            f"{directory}/config.json: quantization_config.quant_method {method!r} is unknown"
+        )
+    return "int8"
+
+
+def load_hf_params(
+    directory: str | os.PathLike, cfg: ModelConfig, param_shapes: dict, dtype: np.dtype, quantized: bool = False
+) -> dict:
     """Read an HF checkpoint into numpy parameter buffers shaped like `param_shapes` (a params tree of
-    ShapeDtypeStructs, e.g. from `jax.eval_shape`). Tensors stream in one at a time from memory maps."""
-    specs = {s.hf_name: s for s in tensor_specs(cfg)}
+    ShapeDtypeStructs, e.g. from `jax.eval_shape`). Tensors stream in one at a time from memory maps.
+    A `quantized` checkpoint's kernels stay int8, with their fp32 `_scale` parameters beside them."""
+    specs = {e.name: e for e in file_entries(cfg, quantized)}
     buffers = {}
 
-    def buffer(path):
-        if path not in buffers:
-            buffers[path] = np.empty(_get(param_shapes, path).shape, dtype)
-        return buffers[path]
+    def buffer(entry: _Entry):
+        if entry.path not in buffers:
+            shape = _get(param_shapes, entry.spec.path).shape
+            axes = contracted_axes(entry.spec.path) if quantized else None
+            if axes is None:
+                buffers[entry.path] = np.empty(shape, dtype)
+            elif entry.scale:
+                buffers[entry.path] = np.empty([1 if i in axes else n for i, n in enumerate(shape)], np.float32)
+            else:
+                buffers[entry.path] = np.empty(shape, np.int8)
+        return buffers[entry.path]
 
     seen: set[str] = set()
     unexpected: list[str] = []
@@ -134,12 +200,13 @@ def load_hf_params(directory: str | os.PathLike, cfg: ModelConfig, param_shapes:
                 if spec is None:
                     unexpected.append(name)
                     continue
-                if file.shape(name) != spec.hf_shape:
+                if file.shape(name) != spec.shape:
                     raise CheckpointMismatchError(
-                        f"{directory}: tensor {name} has shape {file.shape(name)}, the config implies {spec.hf_shape}"
+                        f"{directory}: tensor {name} has shape {file.shape(name)}, the config implies {spec.shape}"
                     )
-                target = buffer(spec.path)
-                target[spec.index] = spec.from_hf(file.tensor(name), target.shape[len(spec.index) :]).astype(dtype)
+                target = buffer(spec)
+                index = spec.spec.index
+                target[index] = spec.from_hf(file.tensor(name), target.shape[len(index) :]).astype(target.dtype)
                 seen.add(name)
     except SafetensorsError as e:
         raise CheckpointMismatchError(str(e)) from None
@@ -159,11 +226,11 @@ def load_hf_params(directory: str | os.PathLike, cfg: ModelConfig, param_shapes:
     return tree
 
 
-def _shard_plan(specs: list[TensorSpec], itemsize: int, max_shard_bytes: int) -> list[list[TensorSpec]]:
-    shards: list[list[TensorSpec]] = [[]]
+def _shard_plan(entries: list[_Entry], itemsize, max_shard_bytes: int) -> list[list[_Entry]]:
+    shards: list[list[_Entry]] = [[]]
     size = 0
-    for spec in specs:
-        nbytes = int(np.prod(spec.hf_shape)) * itemsize
+    for spec in entries:
+        nbytes = int(np.prod(spec.shape)) * itemsize(spec)
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
@@ -180,21 +247,32 @@ def save_hf_params(
     max_shard_bytes: int = 5 * 2**30,
 ) -> None:
     """Write `params` (a tree of arrays; device arrays are fetched one slice at a time) in the release's
-    layout: config.json plus `model.safetensors`, or shards and `model.safetensors.index.json`."""
+    layout: config.json plus `model.safetensors`, or shards and `model.safetensors.index.json`.
+
+    Params holding int8 kernels (flmjax.model.quant) are written in the int8 layout: each such weight
+    int8 [out, in] with its fp32 `<name>_scale` [out, 1]; the other tensors in `dtype`; config.json
+    records it under `quantization_config`."""
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    specs = tensor_specs(cfg)
+    quantized = is_quantized(params)
+    all_entries = file_entries(cfg, quantized)
     dtype = np.dtype(dtype)
-    shards = _shard_plan(specs, dtype.itemsize, max_shard_bytes)
-    by_name = {s.hf_name: s for s in specs}
+
+    def entry_dtype(entry: _Entry) -> np.dtype:
+        if quantized and contracted_axes(entry.spec.path) is not None:
+            return np.dtype(np.float32) if entry.scale else np.dtype(np.int8)
+        return dtype
+
+    shards = _shard_plan(all_entries, lambda e: entry_dtype(e).itemsize, max_shard_bytes)
+    by_name = {e.name: e for e in all_entries}
 
     def produce(name: str) -> np.ndarray:
-        spec = by_name[name]
-        value = _get(params, spec.path)
-        return spec.to_hf(np.asarray(value[spec.index] if spec.index else value)).astype(dtype)
+        entry = by_name[name]
+        value, index = _get(params, entry.path), entry.spec.index
+        return entry.to_hf(np.asarray(value[index] if index else value)).astype(entry_dtype(entry))
 
-    def entries(shard: list[TensorSpec]) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
-        return ((s.hf_name, s.hf_shape, dtype) for s in shard)
+    def entries(shard: list[_Entry]) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
+        return ((e.name, e.shape, entry_dtype(e)) for e in shard)
 
     # Remove a previous export's files first so a single-file and a sharded layout never coexist.
     for old in os.listdir(directory):
@@ -207,10 +285,12 @@ def save_hf_params(
         for i, shard in enumerate(shards):
             fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
             total += write_safetensors(os.path.join(directory, fname), entries(shard), produce)
-            weight_map.update({s.hf_name: fname for s in shard})
+            weight_map.update({e.name: fname for e in shard})
         with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     hf_config = cfg.to_hf_dict()
     hf_config["torch_dtype"] = {"bfloat16": "bfloat16", "float32": "float32", "float16": "float16"}[str(dtype)]
+    if quantized:
+        hf_config["quantization_config"] = INT8_CONFIG
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)

@@ -9,13 +9,21 @@ import jax
 import jax.numpy as jnp
 
 Initializer = nn.initializers.Initializer
+SCALE_SUFFIX = "_scale"  # beside an int8 kernel: its per-output-channel scales (flmjax.model.quant)
 
 
 def param_with_axes(module: nn.Module, name: str, init: Initializer, shape: Sequence[int], dtype, axes: Sequence[str]):
-    """A parameter annotated with logical axis names (one name per dimension)."""
+    """A parameter annotated with logical axis names (one name per dimension).
+
+    An int8 kernel (with a `<name>_scale` parameter beside it, see flmjax.model.quant) is returned
+    dequantised to `dtype`; in a jitted step XLA fuses the dequantisation into the kernel's reads."""
     if len(axes) != len(shape):
         raise ValueError(f"{name}: {len(shape)} dims but {len(axes)} axis names")
-    return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
+    value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
+    if module.has_variable("params", name + SCALE_SUFFIX):
+        scale = module.get_variable("params", name + SCALE_SUFFIX)
+        value = (value.astype(jnp.float32) * scale).astype(dtype)
+    return value
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:

@@ -13,10 +13,11 @@ import numpy as np
 
 from flmjax.config import ModelConfig, get_model_config
 from flmjax.interop import trainer_checkpoint
-from flmjax.interop.hf import load_hf_params, save_hf_params
+from flmjax.interop.hf import checkpoint_quantization, load_hf_params, save_hf_params
 from flmjax.model.backbone import KVCache, init_kv_cache
 from flmjax.model.depformer import DepformerCache, init_depformer_cache
 from flmjax.model.flm_audio import FLMAudioLM
+from flmjax.model.quant import QUANTIZE_CHOICES, is_quantized, quantize_params
 
 
 def _example_tokens(config: ModelConfig, batch: int = 1, columns: int = 2) -> jax.Array:
@@ -55,14 +56,21 @@ class FLMAudio:
         return cls(config, init(jax.random.PRNGKey(seed)))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **runtime: Any) -> FLMAudio:
+    def from_pretrained(
+        cls, path: str | os.PathLike, dtype: str = "float32", quantize: str = "none", **runtime: Any
+    ) -> FLMAudio:
         """Load an HF-layout directory (the release's, or one `save_pretrained` wrote), or a checkpoint
         flmjax's trainer wrote (its run directory, for the newest step, or one step directory).
 
         `dtype` is both the compute dtype and the dtype parameters are held in (pass `param_dtype` to
         hold them differently, e.g. fp32 master weights with bf16 compute). Other keyword arguments set
         run-time fields of `ModelConfig` (scan_layers, remat, attention_chunk).
+
+        `quantize="int8"` quantises the matmul kernels after loading (flmjax.model.quant); a checkpoint
+        exported in the int8 layout loads int8 whatever `quantize` says.
         """
+        if quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
         path = os.fspath(path)
         runtime.setdefault("param_dtype", dtype)
         if not os.path.isdir(path):
@@ -70,17 +78,30 @@ class FLMAudio:
         if not os.path.exists(os.path.join(path, "config.json")):
             if trainer_checkpoint.is_trainer_checkpoint(path):
                 config = trainer_checkpoint.model_config_of(path, dtype=dtype, **runtime)
-                return cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
+                model = cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
+                return model.quantized() if quantize == "int8" else model
         config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype, **runtime)
-        host = load_hf_params(path, config, abstract_params(config), np.dtype(jnp.dtype(config.param_dtype)))
-        return cls(config, jax.tree_util.tree_map(jnp.asarray, host))
+        stored = checkpoint_quantization(path)
+        param_dtype = np.dtype(jnp.dtype(config.param_dtype))
+        host = load_hf_params(path, config, abstract_params(config), param_dtype, quantized=stored == "int8")
+        model = cls(config, jax.tree_util.tree_map(jnp.asarray, host))
+        return model.quantized() if quantize == "int8" and stored == "none" else model
+
+    def quantized(self) -> FLMAudio:
+        """int8 weight-only: matmul kernels int8 with per-output-channel fp32 scales (flmjax.model.quant)."""
+        return FLMAudio(self.config, quantize_params(self.params))
+
+    @property
+    def is_quantized(self) -> bool:
+        return is_quantized(self.params)
 
     def save_pretrained(
         self, out_dir: str | os.PathLike, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30
     ) -> None:
         """Write config.json + safetensors (sharded past `max_shard_bytes`) that the official
         `FLMAudioForCausalLM.from_pretrained` loads. Tensors keep the parameters' dtype unless `dtype`
-        (e.g. "bfloat16", the release's) is given."""
+        (e.g. "bfloat16", the release's) is given. A quantised model writes the int8 layout (README,
+        "int8 decoding"), which `from_pretrained` loads and the official code does not."""
         dtype = dtype or self.config.param_dtype
         save_hf_params(out_dir, self.config, self.params, np.dtype(jnp.dtype(dtype)), max_shard_bytes)
 

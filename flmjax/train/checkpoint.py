@@ -97,8 +97,12 @@ class RunCheckpoints:
         self.manager.close()
 
 
-def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "bfloat16") -> Path:
-    """Write a trainer checkpoint (run or step directory) in the release's HF layout."""
+def export_checkpoint(
+    path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "bfloat16", quantize: str = "none"
+) -> Path:
+    """Write a trainer checkpoint (run or step directory) in the release's HF layout (`quantize="int8"`:
+    the int8 weight-only layout, see flmjax.model.quant)."""
     step_dir = locate_step_dir(path)
-    FLMAudio.from_pretrained(step_dir, dtype=read_meta(step_dir)["param_dtype"]).save_pretrained(out_dir, dtype=dtype)
+    model = FLMAudio.from_pretrained(step_dir, dtype=read_meta(step_dir)["param_dtype"], quantize=quantize)
+    model.save_pretrained(out_dir, dtype=dtype)
     return Path(out_dir)
