@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -74,6 +74,17 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
     if int(np.prod(sizes)) != len(devices):
         raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, have {len(devices)}")
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def fit_sharding(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
+    """Drop the mesh axes of any dimension they do not divide (e.g. 4 KV heads on an 8-way `tensor`
+    axis): that dimension is replicated instead of split unevenly."""
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    for i, axes in enumerate(spec):
+        names = (axes,) if isinstance(axes, str) else (axes or ())
+        if shape[i] % int(np.prod([sharding.mesh.shape[a] for a in names])):
+            spec[i] = None
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
 def logical_to_mesh_sharding(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):

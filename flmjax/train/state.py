@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
 from flmjax.model.pretrained import abstract_params, logical_param_specs
-from flmjax.sharding import LOGICAL_AXIS_RULES, logical_to_mesh_sharding
+from flmjax.sharding import LOGICAL_AXIS_RULES, fit_sharding, logical_to_mesh_sharding
 
 
 class TrainState(struct.PyTreeNode):
@@ -29,21 +29,10 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
 
 
-def _fit(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
-    """Drop the mesh axes of any dimension they do not divide (e.g. 4 KV heads on an 8-way `tensor`
-    axis): that dimension is replicated instead of split unevenly."""
-    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
-    for i, axes in enumerate(spec):
-        names = (axes,) if isinstance(axes, str) else (axes or ())
-        if shape[i] % int(np.prod([sharding.mesh.shape[a] for a in names])):
-            spec[i] = None
-    return NamedSharding(sharding.mesh, PartitionSpec(*spec))
-
-
 def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
     """A NamedSharding for every parameter, from its logical axes and `LOGICAL_AXIS_RULES`."""
     shardings = logical_to_mesh_sharding(logical_param_specs(config), mesh, LOGICAL_AXIS_RULES)
-    return jax.tree_util.tree_map(lambda s, a: _fit(s, a.shape), shardings, abstract_params(config))
+    return jax.tree_util.tree_map(lambda s, a: fit_sharding(s, a.shape), shardings, abstract_params(config))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,0 +1,58 @@
+"""TPU lowering never breaks silently: the tiny model's train step and decode frame program are compiled
+by libtpu for a v5e:2x2 slice (no TPU needed), and loop bodies are counted as often as they run."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from flmjax.aot.cost import LoopAwareCost
+from flmjax.cli import aot
+
+TRAIN_KEYS = ("chips", "device_kind", "per_device_gb", "hbm_gb", "fits", "flops_per_device", "bytes_per_device",
+              "roofline_step_s", "mfu_at_roofline")  # fmt: skip
+DECODE_KEYS = ("bytes_per_device", "weight_bytes_per_device", "roofline_ms_per_frame")
+
+
+def test_loop_aware_cost_weights_nested_loop_bodies_by_their_trip_counts():
+    n = 64
+    w = jnp.ones((n, n), jnp.float32)
+
+    def f(x):
+        def outer(_, x):
+            return jax.lax.fori_loop(0, 5, lambda _, y: jnp.tanh(y @ w), x @ w)
+
+        return jax.lax.fori_loop(0, 3, outer, x)
+
+    compiled = jax.jit(f).lower(jnp.ones((n, n), jnp.float32)).compile()
+    cost = LoopAwareCost(compiled.as_text())
+    matmul = 2 * n**3
+    assert cost.once().flops == pytest.approx(compiled.cost_analysis()["flops"])
+    assert cost.once().flops == pytest.approx(2 * matmul, rel=0.05)  # XLA's own count: each body once
+    assert cost.total().flops == pytest.approx(3 * (1 + 5) * matmul, rel=0.05)
+    assert cost.total().bytes_accessed > cost.once().bytes_accessed
+
+
+def _rows(capsys, argv):
+    assert aot.main(argv) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.mark.slow
+def test_the_tpu_compiler_compiles_the_tiny_train_step_and_decode_frame(capsys):
+    common = ["--model", "tiny", "--topology", "v5e:2x2", "--mesh", "1,2,2", "--json"]
+    (train,) = _rows(capsys, [*common, "--seq", "32", "--batch", "4", "--micro", "1", "--remat", "full"])
+    (decode,) = _rows(capsys, [*common, "--decode", "--batch", "2", "--window", "32"])
+    for row, keys in ((train, TRAIN_KEYS), (decode, DECODE_KEYS)):
+        assert all(k in row for k in keys), sorted(row)
+        assert row["chips"] == 4 and row["device_kind"] == "TPU v5e" and row["hbm_gb"] == 16
+        assert row["fits"] and 0 < row["per_device_gb"] < 1
+        # The layers are a loop: counted as often as they run, more than XLA's count (each body once).
+        assert row["flops_per_device"] > row["xla_flops_once"] > 0
+    assert train["model_flops_per_step"] > 0 and 0 < train["mfu_at_roofline"] < 1
+    # A frame reads every weight it uses at least once; the roofline is that read, or the FLOPs.
+    assert decode["bytes_per_device"] > decode["weight_bytes_per_device"] > 0
+    assert decode["roofline_ms_per_frame"] > 0
