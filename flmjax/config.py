@@ -66,6 +66,7 @@ class ModelConfig:
     remat: str = "none"
     attention_chunk: int = 0  # >0: attend in query blocks of this many columns (memory of long sequences)
     decode_block: int = 256  # decoding reads the ring cache in blocks of this many slots, only filled ones (0: one)
+    text_loss_chunk: int = 0  # >0: the training loss makes text logits for blocks of this many columns only
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:

@@ -89,3 +89,34 @@ def test_accumulated_micro_batches_equal_the_full_batch():
     for key in full:
         np.testing.assert_allclose(np.asarray(acc[key]), np.asarray(full[key]), rtol=1e-6)
     assert bool(jnp.isfinite(full["loss"]))
+
+
+def test_the_chunked_text_loss_equals_the_full_logits_loss_and_its_gradient(tiny_model):
+    """`text_loss_chunk` makes the text logits 8 columns at a time (rematerialised in the backward pass):
+    the same terms, accuracies and gradients as the whole sequence's logits, to fp32 rounding."""
+    import jax
+
+    from flmjax.model.flm_audio import FLMAudioLM
+    from flmjax.train.step import batch_terms
+    from tests.synthetic_data import synthetic_sample
+
+    config = tiny_model.config
+    rng = np.random.default_rng(0)
+    noise = lambda p: p + 0.05 * rng.standard_normal(p.shape).astype(p.dtype)  # noqa: E731 (every weight random)
+    params = jax.tree_util.tree_map(noise, tiny_model.params)
+    samples = [synthetic_sample(config, 32, i) for i in range(2)]
+    tokens = np.stack([s["tokens"] for s in samples])
+    tokens[:, 1:, 0] = rng.integers(0, config.vocab_size, tokens[:, 1:, 0].shape)  # every id, <wait> too
+    tokens[:, 1::3, 0] = config.tokens.text_wait
+    batch = {"tokens": jnp.asarray(tokens), "weights": jnp.asarray(np.stack([s["weights"] for s in samples]))}
+
+    def loss(p, chunk):
+        terms = batch_terms(FLMAudioLM(config.replace(text_loss_chunk=chunk)), p, batch)
+        return finalize_loss(terms, LossCoefficients())["loss"], terms
+
+    (full, full_terms), full_grads = jax.jit(jax.value_and_grad(lambda p: loss(p, 0), has_aux=True))(params)
+    (chunked, terms), grads = jax.jit(jax.value_and_grad(lambda p: loss(p, 8), has_aux=True))(params)
+    assert float(full_terms["monologue"]["mass"]) > 0 and float(full_terms["wait"]["mass"]) > 0
+    np.testing.assert_allclose(float(chunked), float(full), rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), terms, full_terms)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, full_grads)

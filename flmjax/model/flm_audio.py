@@ -47,6 +47,12 @@ class FLMAudioLM(nn.Module):
         Column t's text logits predict the text of column t+1; its audio logits are the depformer on
         column t's hidden state, teacher-forced with the speak codes of column t+1.
         """
+        hidden, audio = self.features(tokens)
+        return self.text_logits(hidden), audio
+
+    def features(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """As `__call__`, with the backbone's final hidden states [B, T, E] in place of the text logits
+        (a loss can then compute the logits a block at a time)."""
         cfg = self.config
         inputs = tokens[:, :-1]
         b, t = inputs.shape[:2]
@@ -56,7 +62,7 @@ class FLMAudioLM(nn.Module):
         start = jnp.full((b, t, 1), cfg.tokens.audio_empty, target_speak.dtype)
         prev = jnp.concatenate([start, target_speak[..., :-1]], axis=-1)
         audio, _ = self.depformer(hidden.reshape(b * t, -1), prev.reshape(b * t, -1))
-        return self.text_logits(hidden), audio.reshape(b, t, cfg.num_codebooks, -1)
+        return hidden, audio.reshape(b, t, cfg.num_codebooks, -1)
 
     def backbone_step(self, tokens: jax.Array, positions: jax.Array, cache: KVCache):
         """tokens [B, S, 17] new columns at positions [B, S] -> (text logits [B, S, V], hidden [B, S, E], cache)."""

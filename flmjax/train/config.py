@@ -42,6 +42,7 @@ class ModelSettings:
     remat: str = "full"
     scan_layers: bool = True
     attention_chunk: int = 0
+    text_loss_chunk: int = 0
 
     def __post_init__(self) -> None:
         if self.remat not in REMAT_POLICIES:
@@ -58,6 +59,7 @@ class ModelSettings:
             remat=self.remat,
             scan_layers=self.scan_layers,
             attention_chunk=self.attention_chunk,
+            text_loss_chunk=self.text_loss_chunk,
         )
 
 

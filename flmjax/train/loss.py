@@ -13,7 +13,9 @@ accumulation can add micro-batches before normalising (`finalize_loss`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -35,13 +37,50 @@ def _masked(ce: jax.Array, correct: jax.Array, weight: jax.Array) -> dict[str, j
     return {"ce_sum": jnp.sum(ce * weight), "mass": jnp.sum(weight), "correct": jnp.sum(correct * weight)}
 
 
+def text_ce_and_correct(text_logits: jax.Array, text_target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-position CE (fp32 softmax) and argmax-correctness of text logits [..., V] for targets [...]."""
+    text_logits = text_logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(text_logits, text_target)
+    return ce, (jnp.argmax(text_logits, -1) == text_target).astype(jnp.float32)
+
+
+def chunked_text_ce_and_correct(
+    logits_of: Callable[[jax.Array], jax.Array], hidden: jax.Array, text_target: jax.Array, chunk: int
+) -> tuple[jax.Array, jax.Array]:
+    """`text_ce_and_correct(logits_of(hidden), text_target)` for hidden [B, T, E], `chunk` columns at a time.
+
+    Only one block's logits [B, chunk, V] exist at once, forward and backward (each block is
+    rematerialised for its gradient): the full fp32 logits of flm7b are 5 GB per 8192-frame sequence.
+    The columns are chunked, not the vocabulary: the vocabulary is split over `tensor` (151668 ids
+    have no convenient factors), the columns are whole on every device.
+    """
+    b, t = text_target.shape
+    if chunk <= 0 or t <= chunk:
+        return text_ce_and_correct(logits_of(hidden), text_target)
+    if t % chunk:
+        raise ValueError(f"sequence length {t} is not a multiple of text_loss_chunk {chunk}")
+
+    def blocks(x):  # [B, T, ...] -> [T / chunk, B, chunk, ...], batch split as before
+        x = x.reshape(b, t // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
+        return nn.with_logical_constraint(x, (None, "activation_batch", "activation_length") + (None,) * (x.ndim - 3))
+
+    block = jax.checkpoint(lambda h, y: text_ce_and_correct(logits_of(h), y))
+    ce, ok = jax.lax.map(lambda args: block(*args), (blocks(hidden), blocks(text_target)))
+    return ce.swapaxes(0, 1).reshape(b, t), ok.swapaxes(0, 1).reshape(b, t)
+
+
 def _positions(
-    text_logits: jax.Array, audio_logits: jax.Array, tokens: jax.Array, weights: jax.Array, ids: TokenIds
+    text_ce: jax.Array,
+    text_ok: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
 ) -> dict[str, tuple[jax.Array, jax.Array, jax.Array]]:
     """Per-position (CE, correct, weight) of every loss class, each [B, T] or [B, T, K-1].
 
-    text_logits [B, T, V], audio_logits [B, T, K, A], tokens/weights [B, T+1, 17] in delayed columns:
-    the targets are columns 1..T.
+    text_ce/text_ok [B, T] (`text_ce_and_correct`), audio_logits [B, T, K, A], tokens/weights [B, T+1, 17]
+    in delayed columns: the targets are columns 1..T.
     """
     k = ids.num_codebooks
     text_target = tokens[:, 1:, 0]
@@ -49,10 +88,7 @@ def _positions(
     audio_target = tokens[:, 1:, 1 : 1 + k]
     audio_weight = weights[:, 1:, 1 : 1 + k].astype(jnp.float32) * (audio_target < ids.codebook_size)
 
-    text_logits = text_logits.astype(jnp.float32)
     audio_logits = audio_logits.astype(jnp.float32)
-    text_ce = optax.softmax_cross_entropy_with_integer_labels(text_logits, text_target)
-    text_ok = (jnp.argmax(text_logits, -1) == text_target).astype(jnp.float32)
     audio_ce = optax.softmax_cross_entropy_with_integer_labels(audio_logits, audio_target)
     audio_ok = (jnp.argmax(audio_logits, -1) == audio_target).astype(jnp.float32)
 
@@ -77,7 +113,19 @@ def loss_terms(
     text_logits [B, T, V], audio_logits [B, T, K, A], tokens/weights [B, T+1, 17] in delayed columns:
     the targets are columns 1..T.
     """
-    positions = _positions(text_logits, audio_logits, tokens, weights, ids)
+    return terms_of(*text_ce_and_correct(text_logits, tokens[:, 1:, 0]), audio_logits, tokens, weights, ids)
+
+
+def terms_of(
+    text_ce: jax.Array,
+    text_ok: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
+) -> dict[str, dict[str, jax.Array]]:
+    """`loss_terms` from the text positions' CE and correctness [B, T] (`text_ce_and_correct`)."""
+    positions = _positions(text_ce, text_ok, audio_logits, tokens, weights, ids)
     terms = {name: _masked(*position) for name, position in positions.items()}
     ac_ce, ac_ok, ac_w = positions["acoustic"]
     terms["codebook_0"] = terms["semantic"]
@@ -100,7 +148,8 @@ def sequence_log_probs(
     two sequences whose classes hold different token counts (a late reply has more `<wait>` and silence
     positions), and a per-class mean would not be a sequence's log-likelihood."""
     total = jnp.zeros(tokens.shape[:1], jnp.float32)
-    for name, (ce, _, weight) in _positions(text_logits, audio_logits, tokens, weights, ids).items():
+    text = text_ce_and_correct(text_logits, tokens[:, 1:, 0])
+    for name, (ce, _, weight) in _positions(*text, audio_logits, tokens, weights, ids).items():
         total = total - getattr(coefficients, name) * jnp.sum((ce * weight).reshape(ce.shape[0], -1), axis=1)
     return total
 

@@ -23,7 +23,14 @@ from jax.sharding import Mesh
 from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
 from flmjax.sharding import activation_sharding
-from flmjax.train.loss import LossCoefficients, add_terms, finalize_loss, loss_terms
+from flmjax.train.loss import (
+    LossCoefficients,
+    add_terms,
+    chunked_text_ce_and_correct,
+    finalize_loss,
+    loss_terms,
+    terms_of,
+)
 from flmjax.train.optimizer import apply_learning_rate
 from flmjax.train.state import TrainState, batch_sharding, replicated
 
@@ -32,9 +39,16 @@ Terms = dict[str, dict[str, jax.Array]]
 
 
 def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
-    """`loss_terms` of the sequences `batch["tokens"]` under `params`."""
-    text_logits, audio_logits = module.apply({"params": params}, batch["tokens"])
-    return loss_terms(text_logits, audio_logits, batch["tokens"], batch["weights"], module.config.tokens)
+    """`loss_terms` of the sequences `batch["tokens"]` under `params` (with `text_loss_chunk`, the text
+    logits a block of columns at a time)."""
+    tokens, config = batch["tokens"], module.config
+    if config.text_loss_chunk <= 0:
+        text_logits, audio_logits = module.apply({"params": params}, tokens)
+        return loss_terms(text_logits, audio_logits, tokens, batch["weights"], config.tokens)
+    hidden, audio_logits = module.apply({"params": params}, tokens, method=FLMAudioLM.features)
+    logits_of = lambda h: module.apply({"params": params}, h, method=FLMAudioLM.text_logits)  # noqa: E731
+    text_ce, text_ok = chunked_text_ce_and_correct(logits_of, hidden, tokens[:, 1:, 0], config.text_loss_chunk)
+    return terms_of(text_ce, text_ok, audio_logits, tokens, batch["weights"], config.tokens)
 
 
 def term_masses(config: ModelConfig, batch: Batch) -> dict[str, jax.Array]:
