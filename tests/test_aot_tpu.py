@@ -45,7 +45,7 @@ def _rows(capsys, argv):
 def test_the_tpu_compiler_compiles_the_tiny_train_step_and_decode_frame(capsys):
     common = ["--model", "tiny", "--topology", "v5e:2x2", "--mesh", "1,2,2", "--json"]
     (train,) = _rows(capsys, [*common, "--seq", "32", "--batch", "4", "--micro", "1", "--remat", "full"])
-    (decode,) = _rows(capsys, [*common, "--decode", "--batch", "2", "--window", "32"])
+    (decode,) = _rows(capsys, [*common, "--decode", "--batch", "2", "--window", "64", "--decode-block", "16"])
     for row, keys in ((train, TRAIN_KEYS), (decode, DECODE_KEYS)):
         assert all(k in row for k in keys), sorted(row)
         assert row["chips"] == 4 and row["device_kind"] == "TPU v5e" and row["hbm_gb"] == 16
@@ -56,3 +56,6 @@ def test_the_tpu_compiler_compiles_the_tiny_train_step_and_decode_frame(capsys):
     # A frame reads every weight it uses at least once; the roofline is that read, or the FLOPs.
     assert decode["bytes_per_device"] > decode["weight_bytes_per_device"] > 0
     assert decode["roofline_ms_per_frame"] > 0
+    # The ring is read only as far as it is filled: a young conversation's frame reads less.
+    assert decode["ring_blocks"] > 1
+    assert decode["bytes_per_device_first_block"] < decode["bytes_per_device"]

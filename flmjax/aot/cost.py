@@ -51,8 +51,9 @@ def _computations(text: str) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def _trip_count(condition: str, computation) -> int:
-    """N of a condition `counter < N` (the counter starts at 0), a compare or a fused compare."""
+def _trip_count(condition: str, computation, traced: int | None) -> int:
+    """N of a condition `counter < N` (the counter starts at 0), a compare or a fused compare; `traced`
+    for a loop whose bound is data (a `fori_loop` to a traced count), when given."""
     root = _ROOT.search(condition)
     if root:
         op, a, b, rest = root.groups()
@@ -60,17 +61,21 @@ def _trip_count(condition: str, computation) -> int:
         bounds = [m for name in (a, b) if (m := re.search(_CONSTANT.format(name=re.escape(name)), condition))]
         if "direction=LT" in compare and len(bounds) == 1:
             return int(bounds[0].group(1))
+        if "direction=LT" in compare and not bounds and traced is not None:
+            return traced
     raise CostError(f"cannot read the trip count of a loop condition: {condition[:300]!r}")
 
 
 class LoopAwareCost:
-    """Cost of an optimized HLO module (text), every loop body weighted by its trip count."""
+    """Cost of an optimized HLO module (text), every loop body weighted by its trip count; loops whose
+    bound is data run `traced_trips` times (e.g. the blocks of a full decode ring)."""
 
-    def __init__(self, hlo_text: str):
+    def __init__(self, hlo_text: str, traced_trips: int | None = None):
         from jax._src import xla_bridge
         from jax._src.lib import xla_client
 
         self._text = hlo_text
+        self._traced = traced_trips
         self._header, _, _ = hlo_text.partition("\n")
         self._spans = _computations(hlo_text)
         self._client = xla_bridge.get_backend("cpu")
@@ -104,7 +109,7 @@ class LoopAwareCost:
     def loops(self, name: str | None = None) -> list[tuple[str, int]]:
         """(body, trip count) of the loops directly in computation `name` (default: the entry)."""
         text = self._body(name or self.entry)
-        return [(body, _trip_count(self._body(cond), self._body)) for cond, body in _WHILE.findall(text)]
+        return [(body, _trip_count(self._body(cond), self._body, self._traced)) for cond, body in _WHILE.findall(text)]
 
     def total(self, name: str | None = None) -> Cost:
         """Cost of `name` (default: the entry) with every loop body counted trip-count times."""

@@ -57,6 +57,7 @@ _DECODE_COLUMNS = (
     ("total GB", "per_device_gb", 8, ".1f"),
     ("fits", "fits", 5, ""),
     ("roofline ms", "roofline_ms_per_frame", 11, ".2f"),
+    ("1st block ms", "roofline_ms_per_frame_first_block", 12, ".2f"),
     ("compile s", "compile_s", 9, ".0f"),
 )
 
@@ -71,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", nargs="+", type=int, help="global batch per optimizer step (default 256); with "
                    "--decode: streams decoded at once (default 1)")  # fmt: skip
     p.add_argument("--window", type=int, default=0, help="decode ring-cache slots (default max_position_embeddings)")
+    p.add_argument("--decode-block", type=int, help="decode ring blocks of this many slots (default: the model's)")
     p.add_argument("--mesh", nargs="+", help="data,fsdp,tensor sizes to try (default: a CPU sweep over 8 devices, "
                    "1,N/2,2 on a topology of N chips, 1,1,N with --decode)")  # fmt: skip
     p.add_argument("--micro", nargs="+", type=int, default=[32, 64, 128], help="micro-batch counts to try")
@@ -139,7 +141,7 @@ def decode_state_shardings(state, mesh):
     batch_axes = ("data", "fsdp")
 
     def spec(a):
-        return fit_sharding(NamedSharding(mesh, PartitionSpec(batch_axes)), a.shape)
+        return fit_sharding(NamedSharding(mesh, PartitionSpec(batch_axes) if a.ndim else PartitionSpec()), a.shape)
 
     kv = state.kv
     cache = NamedSharding(mesh, PartitionSpec(None, batch_axes, None, "tensor", None))
@@ -149,7 +151,7 @@ def decode_state_shardings(state, mesh):
     )
 
 
-def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: str):
+def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: str, decode_block: int | None = None):
     """The decode frame program (`Decoder.frame_step`) lowered from abstract inputs; also returns the
     abstract parameters and decode state (with shardings) it takes."""
     import jax
@@ -161,6 +163,8 @@ def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: str):
     from flmjax.train.state import param_shardings
 
     config = get_model_config(model_name, dtype=dtype, param_dtype=dtype)
+    if decode_block is not None:
+        config = config.replace(decode_block=decode_block)
     params_sh = param_shardings(config, mesh)
     params = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_params(config), params_sh
@@ -224,13 +228,13 @@ def _tpu_mesh(devices, mesh_sizes):
     return Mesh(mesh_utils.create_device_mesh(mesh_sizes, devices, allow_split_physical_axes=True), MESH_AXES)
 
 
-def _compiled_report(compiled, chip, seconds: float) -> dict:
+def _compiled_report(compiled, chip, seconds: float, traced_trips: int | None = None) -> dict:
     """Memory, loop-aware FLOPs/bytes and roofline seconds of one compiled TPU program, per chip."""
     from flmjax.aot.cost import LoopAwareCost
 
     mem = compiled.memory_analysis()
     per_device = _per_device_bytes(mem)
-    cost = LoopAwareCost(compiled.as_text()).total()
+    cost = LoopAwareCost(compiled.as_text(), traced_trips).total()
     once = compiled.cost_analysis()
     return {
         "device_kind": chip.name,
@@ -281,11 +285,18 @@ def measure_tpu_decode(args, chip, devices, mesh_sizes, batch: int) -> dict:
     import jax
     import numpy as np
 
-    config, params, state, lowered = lower_decode(args.model, _tpu_mesh(devices, mesh_sizes), batch, args.window,
-                                                  args.dtype)  # fmt: skip
+    from flmjax.model.backbone import ring_block_size
+
+    mesh = _tpu_mesh(devices, mesh_sizes)
+    config, params, state, lowered = lower_decode(args.model, mesh, batch, args.window, args.dtype, args.decode_block)
     started = time.perf_counter()
     compiled = lowered.compile()
-    report = _compiled_report(compiled, chip, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    # The ring is read block by block, only the filled blocks (a traced trip count): a frame of a
+    # conversation that has filled the window (the steady state) and one of a conversation's first block.
+    blocks = -(-state.kv.window // ring_block_size(config, state.kv.window))
+    report = _compiled_report(compiled, chip, seconds, traced_trips=blocks)
+    young = _compiled_report(compiled, chip, seconds, traced_trips=1)
 
     def shard_bytes(tree) -> float:
         leaves = jax.tree_util.tree_leaves(tree)
@@ -311,6 +322,9 @@ def measure_tpu_decode(args, chip, devices, mesh_sizes, batch: int) -> dict:
         "gb_accessed_per_device": report["bytes_per_device"] / 1e9,
         "bytes_over_weights": report["bytes_per_device"] / weights,
         "roofline_ms_per_frame": frame_s * 1e3,
+        "ring_blocks": blocks,
+        "bytes_per_device_first_block": young["bytes_per_device"],
+        "roofline_ms_per_frame_first_block": young["roofline_s"] * 1e3,
     }
 
 
