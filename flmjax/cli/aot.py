@@ -37,6 +37,7 @@ _TRAIN_COLUMNS = (
     ("micro", "micro_batches", 5, ""),
     ("rows/dev", "rows_per_device", 8, ""),
     ("remat", "remat", 5, ""),
+    ("text chunk", "text_loss_chunk", 10, ""),
     ("args GB", "arguments_gb", 7, ".1f"),
     ("temp GB", "temp_gb", 7, ".1f"),
     ("total GB", "per_device_gb", 8, ".1f"),
@@ -78,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--micro", nargs="+", type=int, default=[32, 64, 128], help="micro-batch counts to try")
     p.add_argument("--remat", nargs="+", default=["full"], help="remat policies to try")
     p.add_argument("--chunk", nargs="+", type=int, default=[0], help="attention chunks to try (0 = none)")
+    p.add_argument("--text-chunk", nargs="+", type=int, default=[0],
+                   help="text-loss column blocks to try (0: whole-sequence logits; --topology only)")  # fmt: skip
     p.add_argument("--dtype", default="bfloat16", help="compute dtype (train parameters stay fp32)")
     p.add_argument("--device-memory-gb", type=float, default=80.0, help="what a CPU-mesh device holds (default 80)")
     p.add_argument("--json", action="store_true", help="one JSON object per configuration instead of a table")
@@ -252,10 +255,12 @@ def _compiled_report(compiled, chip, seconds: float, traced_trips: int | None = 
     }
 
 
-def measure_tpu_train(args, chip, devices, mesh_sizes, micro: int, remat: str, chunk: int, batch: int) -> dict:
+def measure_tpu_train(
+    args, chip, devices, mesh_sizes, micro: int, remat: str, chunk: int, text_chunk: int, batch: int
+) -> dict:
     from flmjax.train.metrics import model_flops_per_step
 
-    settings = dict(dtype=args.dtype, remat=remat, attention_chunk=chunk)
+    settings = dict(dtype=args.dtype, remat=remat, attention_chunk=chunk, text_loss_chunk=text_chunk)
     model, lowered = lower_step(args.model, _tpu_mesh(devices, mesh_sizes), micro, args.seq, batch, **settings)
     started = time.perf_counter()
     compiled = lowered.compile()
@@ -271,6 +276,7 @@ def measure_tpu_train(args, chip, devices, mesh_sizes, micro: int, remat: str, c
         "rows_per_device": batch // micro // (mesh_sizes[0] * mesh_sizes[1]),
         "remat": remat,
         "attention_chunk": chunk,
+        "text_loss_chunk": text_chunk,
         "seq": args.seq,
         "batch": batch,
         **report,
@@ -360,11 +366,11 @@ def main_tpu(args: argparse.Namespace) -> int:
         for mesh_sizes, batch in itertools.product(meshes, args.batch):
             _print_row(measure_tpu_decode(args, chip, devices, mesh_sizes, batch), columns, args.json)
         return 0
-    for mesh_sizes, micro, remat, chunk, batch in itertools.product(meshes, args.micro, args.remat, args.chunk,
-                                                                    args.batch):  # fmt: skip
+    grid = itertools.product(meshes, args.micro, args.remat, args.chunk, args.text_chunk, args.batch)
+    for mesh_sizes, micro, remat, chunk, text_chunk, batch in grid:
         if batch % micro or (batch // micro) % (mesh_sizes[0] * mesh_sizes[1]):
             continue  # a micro-batch must split over data x fsdp
-        row = measure_tpu_train(args, chip, devices, mesh_sizes, micro, remat, chunk, batch)
+        row = measure_tpu_train(args, chip, devices, mesh_sizes, micro, remat, chunk, text_chunk, batch)
         row["tflop_per_device"] = row["flops_per_device"] / 1e12
         row["gb_accessed_per_device"] = row["bytes_per_device"] / 1e9
         _print_row(row, columns, args.json)
