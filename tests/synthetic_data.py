@@ -101,3 +101,9 @@ def synthetic_pair(config: ModelConfig, frames: int, index: int, seed: int = 0) 
 def synthetic_pair_batch(config: ModelConfig, frames: int, indices, seed: int = 0) -> dict[str, np.ndarray]:
     pairs = [synthetic_pair(config, frames, int(i), seed) for i in indices]
     return {key: np.stack([p[key] for p in pairs]) for key in pairs[0]}
+
+
+def synthetic_pair_batches(config: ModelConfig, frames: int, num_pairs: int, batch: int, seed: int = 0):
+    """Repeated, checkpointable per-host batches of `synthetic_pair`s (the DPO trainer's input)."""
+    ds = grain.MapDataset.range(num_pairs).map(lambda i: synthetic_pair(config, frames, int(i), seed))
+    return ds.shuffle(seed=seed).repeat().batch(batch, drop_remainder=True).to_iter_dataset().__iter__()

@@ -50,8 +50,8 @@ def test_sequence_log_probs_weight_positions_by_class_coefficient_unnormalised()
 def test_dpo_config_checks():
     with pytest.raises(ConfigError, match="beta"):
         DPOConfig(beta=0.0)
-    with pytest.raises(ConfigError, match="reference"):
-        DPOConfig(reference="nowhere")
+    with pytest.raises(ConfigError, match="lambda_ftx"):
+        DPOConfig(lambda_ftx=-1.0)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,48 @@ def test_a_few_steps_raise_margin_and_accuracy_on_held_out_pairs(setup):
     assert after["reward_margin"] > 0.5, after
     assert after["chosen_accuracy"] >= 0.9, after
     assert after["dpo_loss"] < math.log(2)
+
+
+@pytest.fixture()
+def _restore_compile_cache():
+    """The trainer turns on JAX's persistent compilation cache (in the run root): undo that afterwards."""
+    previous = jax.config.jax_compilation_cache_dir
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous)
+
+
+@pytest.mark.slow
+def test_a_dpo_stage_trains_evaluates_and_its_reference_is_its_start(tmp_path, _restore_compile_cache):
+    import json
+
+    from flmjax.data.config import get_data_config
+    from flmjax.train.config import TrainConfig, apply_overrides
+    from flmjax.train.data import StageData
+    from flmjax.train.loop import train
+    from tests.synthetic_data import synthetic_pair_batches
+
+    config = get_model_config("tiny")
+
+    def stage(name, steps, **init):
+        settings = {"stage": name, "run_root": str(tmp_path), "model.name": "tiny", "model.dtype": "float32",
+                    "model.remat": "none", "steps": steps, "log.every_steps": 1, "log.progress": False,
+                    "log.tensorboard": False, "log.eval_batches": 1, "log.eval_every_steps": 0,
+                    "optimizer.peak_lr": 1e-3, "optimizer.warmup_fraction": 0.0, **init}  # fmt: skip
+        cfg = apply_overrides(TrainConfig(data=get_data_config("dpo", global_batch=4), dpo=DPOConfig()), settings)
+        data = StageData(synthetic_pair_batches(config, FRAMES, 16, 4), 16,
+                         eval=lambda: synthetic_pair_batches(config, FRAMES, 4, 4, seed=7))  # fmt: skip
+        result = train(cfg, data)
+        return result, [json.loads(line) for line in open(f"{result.run_dir}/metrics.jsonl")]
+
+    # pi and pi_ref are the same parameters in two arrays here, so two fusions of one computation: the
+    # log-probabilities (|log pi| <= ~ FRAMES x 9 streams x log 2050 at initialisation) agree to a few ulps.
+    margin_tol = 2 * 0.5 * 4 * float(np.finfo(np.float32).eps) * FRAMES * 9 * math.log(2050)
+    first, rows = stage("dpo_a", 3, **{"init.random_ok": True})
+    assert rows[0]["dpo_loss"] == pytest.approx(math.log(2), abs=margin_tol / 2)
+    assert abs(rows[0]["reward_margin"]) <= margin_tol
+    assert rows[-1]["eval_reward_margin"] > 0 and "eval_chosen_accuracy" in rows[-1]  # held-out pairs
+    second, rows = stage("dpo_b", 1, **{"init.params_from": first.run_dir})
+    assert "parameters from" in second.source
+    assert abs(rows[0]["reward_margin"]) <= margin_tol  # pi_ref = the stage's start, not post1's random one
+    with pytest.raises(ConfigError, match="go together"):
+        TrainConfig(data=get_data_config("dpo"))

@@ -299,3 +299,45 @@ def test_inspector_prints_the_pipelines_sample(corpora, capsys):
 
     assert inspect_data.main(["--config=no_such_stage", "--index", "0"]) == 2
     assert "unknown data config 'no_such_stage'" in capsys.readouterr().err
+
+
+def test_preference_pairs_share_the_listen_track_and_the_inspector_shows_both_sides(corpora, capsys):
+    from flmjax.data.config import register_data_config
+    from flmjax.data.layouts.preference import PreferenceConfig
+
+    config = DataConfig("test_dpo", "response_tts_free", (CorpusSpec("d", prepared=str(corpora["dialogs"])),),
+                        global_batch=2, layout_config=layouts.LayoutConfig(sample_frames=400, pad_dialogs=True),
+                        preference=PreferenceConfig())  # fmt: skip
+    corpus = records.PreparedCorpus(corpora["dialogs"])
+    it = iter(sample_dataset(config, roots(config)))
+    kinds = set()
+    for _ in range(6):
+        laid = next(it)
+        ((_, r, copy),) = laid.items
+        listen = corpus[r][1][f"listen{copy % 3}"]
+        kinds.add(laid.kind)
+        chosen, rejected = laid.sample, laid.rejected
+        np.testing.assert_array_equal(chosen.tokens[:, IDS.listen_streams], rejected.tokens[:, IDS.listen_streams])
+        user_end = max(s.audio_start for s in chosen.segments if s.kind == "user")  # the dialog's track up to there
+        np.testing.assert_array_equal(chosen.tokens[1:user_end, IDS.listen_streams], listen[:, : user_end - 1].T)
+        assert not np.array_equal(chosen.tokens[:, IDS.speak_streams], rejected.tokens[:, IDS.speak_streams])
+    assert kinds <= {"turn_taking", "interruption"} and kinds
+    batch = next(iter(batch_dataset(config, roots(config))))
+    assert set(batch) == {"tokens", "weights", "rejected_tokens", "rejected_weights"}
+    assert batch["rejected_tokens"].shape == batch["tokens"].shape == (2, 401, 17)
+
+    with pytest.raises(ConfigError, match="leakage_prob"):
+        get_data_config("dpo", augment=get_data_config("ft2").augment)
+    register_data_config(config)
+    inspect_data = _load_launch("inspect_data")
+    assert inspect_data.main(["--config=test_dpo", "--index", "1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    it = iter(sample_dataset(config, roots(config)))
+    next(it)
+    laid = next(it)
+    assert set(shown) == {"kind", "chosen", "rejected"} and shown["kind"] == laid.kind
+    np.testing.assert_array_equal(shown["rejected"]["speak"], laid.rejected.tokens[:, IDS.speak_streams])
+    assert set(shown["chosen"]) == {"layout", "text", "speak", "listen", "weights", "segments"}
+    assert inspect_data.main(["--config=test_dpo", "--index", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "=== chosen ===" in out and "=== rejected ===" in out

@@ -15,6 +15,7 @@ from typing import Any
 from flmjax.config import ConfigError
 from flmjax.data.augment import AugmentConfig
 from flmjax.data.layouts import DIALOG_LAYOUTS, LayoutConfig
+from flmjax.data.layouts.preference import PreferenceConfig
 
 POST_TRAINING = "post_training"
 LAYOUTS = (POST_TRAINING, *DIALOG_LAYOUTS)
@@ -64,6 +65,8 @@ class DataConfig:
     global_batch: int = 256
     layout_config: LayoutConfig = LayoutConfig()
     augment: AugmentConfig | None = None
+    # Preference pairs for DPO (`flmjax.data.layouts.preference`): every sample a (chosen, rejected) pair.
+    preference: PreferenceConfig | None = None
     variants: int = 1
     noise_dir: str | None = None  # noise audio files for augmentation; None: synthetic noise (demo)
     seed: int = 0
@@ -84,6 +87,11 @@ class DataConfig:
             raise ConfigError(f"DataConfig {self.name}: global_batch and variants must be >= 1, worker_count and read_threads >= 0")
         if self.layout == POST_TRAINING and self.augment is not None:
             raise ConfigError(f"DataConfig {self.name}: augmentation applies to dialog layouts only")
+        if self.preference is not None and self.layout == POST_TRAINING:
+            raise ConfigError(f"DataConfig {self.name}: preference pairs are made of dialogs, not {POST_TRAINING}")
+        if self.preference is not None and self.augment is not None and self.augment.leakage_prob > 0:
+            # The echo follows the chosen side's speech: the shared listen channel would carry its timing.
+            raise ConfigError(f"DataConfig {self.name}: preference pairs need augment.leakage_prob = 0")
 
     @property
     def seq_len(self) -> int:
@@ -124,6 +132,12 @@ DATA_CONFIGS: dict[str, DataConfig] = {
     "ft2": DataConfig(
         "ft2", "response_tts_free", (_demo("dialogs"),), layout_config=_SFT_LAYOUT,
         augment=AugmentConfig(), variants=6,
+    ),
+    # DPO (BayLing-Duplex Stage II): ft2's dialogs as preference pairs, turn-taking and interruption 1:1.
+    # Every dialog that can be interrupted is (interruption_prob 1), so both kinds are on offer; no leakage.
+    "dpo": DataConfig(
+        "dpo", "response_tts_free", (_demo("dialogs"),),
+        layout_config=dataclasses.replace(_SFT_LAYOUT, interruption_prob=1.0), augment=AugmentConfig(leakage_prob=0.0), variants=1, preference=PreferenceConfig(),
     ),
     # The demo: post-training layout on both demo speech corpora, short samples and a small batch (fits
     # the `demo` model's 2048 positions and a CPU).

@@ -12,6 +12,8 @@ restored pipeline yields exactly the batches that would have followed.
 
 Batches: `tokens` int32 [B, T + 1, 17] and `weights` float32 [B, T + 1, 17], delayed columns
 (`flmjax.tokens.delay_streams` of the layouts' raw [T, 17]; weights filled with 0 outside a stream).
+A config with `preference` makes DPO pairs of its dialogs: the chosen side under those keys, the rejected
+side as `rejected_tokens` / `rejected_weights` (dialogs without a reply to perturb are skipped).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from grain.experimental import index_shuffle
 
 from flmjax.data import layouts
 from flmjax.data.config import POST_TRAINING, DataConfig
+from flmjax.data.layouts.preference import PreferenceConfig, plan_pair, render_pair
 from flmjax.data.records import PreparedCorpus, PreparedCorpusError, decode_record, dialog_from_record, pair_from_record
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
 
@@ -107,10 +110,13 @@ class _ReadRecord:
 
 @dataclasses.dataclass
 class LaidOut:
-    """A laid-out sample and the items it was made of (for inspection and tests)."""
+    """A laid-out sample and the items it was made of (for inspection and tests); for a preference
+    pair, `sample` is the chosen side and `rejected` the other."""
 
     sample: layouts.Sample
     items: list[Item]
+    rejected: layouts.Sample | None = None
+    kind: str | None = None  # a pair's `PairKind`
 
 
 class _LayoutDialog:
@@ -122,6 +128,29 @@ class _LayoutDialog:
         turns, plan, listen = dialog_from_record(element["meta"], element["arrays"], variant=copy)
         sample = layouts.render_dialog(plan, turns, self._silence[c], self._ids, self._cfg, listen_codes=listen)
         return LaidOut(sample, [element["item"]])
+
+
+class _LayoutPreferencePair:
+    """A dialog's plan -> a preference pair; None (filtered out) for a dialog with no reply to perturb.
+    The pair's draws come from a generator seeded by the item, as packing's do."""
+
+    def __init__(self, silence: Sequence[np.ndarray], cfg: layouts.LayoutConfig, pref: PreferenceConfig,
+                 ids: TokenIds, seed: int):  # fmt: skip
+        self._silence, self._cfg, self._pref, self._ids, self._seed = list(silence), cfg, pref, ids, seed
+
+    def __call__(self, element: dict[str, Any]) -> LaidOut | None:
+        c, _, copy = element["item"]
+        turns, plan, listen = dialog_from_record(element["meta"], element["arrays"], variant=copy)
+        try:
+            pair = plan_pair(plan, turns, np.random.default_rng([self._seed, *element["item"]]), self._pref)
+        except layouts.LayoutError:
+            return None
+        sides = render_pair(pair, turns, self._silence[c], self._ids, self._cfg, listen_codes=listen)
+        return LaidOut(sides.chosen, [element["item"]], rejected=sides.rejected, kind=str(sides.kind))
+
+
+def _is_laid_out(element: LaidOut | None) -> bool:
+    return element is not None
 
 
 class PackPairsIterDataset(grain.IterDataset):
@@ -201,7 +230,11 @@ class _DelayedArrays:
 
     def __call__(self, laid_out: LaidOut) -> dict[str, np.ndarray]:
         tokens, weights = layouts.delay_sample(laid_out.sample, self._ids)
-        return {"tokens": tokens.astype(np.int32), "weights": weights.astype(np.float32)}
+        out = {"tokens": tokens.astype(np.int32), "weights": weights.astype(np.float32)}
+        if laid_out.rejected is not None:  # DPO's pair batch (`flmjax.train.dpo`)
+            tokens, weights = layouts.delay_sample(laid_out.rejected, self._ids)
+            out.update(rejected_tokens=tokens.astype(np.int32), rejected_weights=weights.astype(np.float32))
+        return out
 
 
 # --- public entry points -----------------------------------------------------------------------------------
@@ -242,6 +275,9 @@ def sample_dataset(
     if config.layout == POST_TRAINING:
         return PackPairsIterDataset(records.to_iter_dataset(read), config.layout_config, ids, config.seed)
     silence = [c.silence_codes for c in corpora]
+    if config.preference is not None:
+        pairs = _LayoutPreferencePair(silence, config.layout_config, config.preference, ids, config.seed)
+        return records.map(pairs).filter(_is_laid_out).to_iter_dataset(read)
     return records.map(_LayoutDialog(silence, config.layout_config, ids)).to_iter_dataset(read)
 
 

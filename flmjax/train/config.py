@@ -92,6 +92,19 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DPOConfig:
+    """Direct preference optimisation (`flmjax.train.dpo`) on preference pairs; the defaults are
+    BayLing-Duplex's Stage II (Table 4's best row): beta 0.5, lambda_ftx 0.5."""
+
+    beta: float = 0.5  # the KL coefficient
+    lambda_ftx: float = 0.5  # weight of the auxiliary SFT term on the chosen sequences
+
+    def __post_init__(self) -> None:
+        if not self.beta > 0 or self.lambda_ftx < 0:
+            raise ConfigError(f"dpo: beta must be > 0 and lambda_ftx >= 0, got {self.beta}, {self.lambda_ftx}")
+
+
+@dataclasses.dataclass(frozen=True)
 class MeshConfig:
     """Device mesh sizes; one may be -1 (all remaining devices)."""
 
@@ -174,6 +187,7 @@ class TrainConfig:
     data: DataConfig = get_data_config("post1")  # corpora, layout, global batch (Table 3: 256), data seed
     eval_data: DataConfig | None = None  # a held-out split (e.g. a dev corpus) for evaluation; None: none
     loss: LossCoefficients = LossCoefficients()
+    dpo: DPOConfig | None = None  # set: the stage optimises DPO + SFT on preference pairs (data.preference)
     optimizer: OptimizerConfig = OptimizerConfig()
     mesh: MeshConfig = MeshConfig()
     init: InitConfig = InitConfig()
@@ -190,6 +204,8 @@ class TrainConfig:
             raise ConfigError("set epochs > 0 or steps > 0")
         if self.steps < 0:
             raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if (self.dpo is None) != (self.data.preference is None):
+            raise ConfigError("dpo and data.preference go together: DPO trains on preference pairs, and only DPO does")
 
     @property
     def resolved_run_dir(self) -> str:

@@ -7,8 +7,9 @@ log pi(s) is `flmjax.train.loss.sequence_log_probs`: the sum over the positions 
 channel and speak codes) of their log-probabilities, each weighted by its position weight and its loss
 class's coefficient (alpha_1, alpha_2, beta, gamma of Eq. 3), not normalised. L_SFT is the FLM loss
 (Eq. 3, each class normalised by its own mass) of the chosen sequences. pi_ref is the frozen previous
-stage: its log-probabilities come from its parameters inside the step ("on the fly", the default) or
-with the batch (`chosen_ref_logp`, `rejected_ref_logp`: computed once per pair by `reference_log_probs`).
+stage: its log-probabilities come from its frozen parameters inside the step (on the fly: what the
+trainer does) or with the batch (`chosen_ref_logp`, `rejected_ref_logp`, computed once per pair by
+`reference_log_probs`); `launch/bench_dpo.py` measures both (docs in the README's DPO section).
 
 A pair batch holds the chosen side under the SFT batch's keys and the rejected side beside it:
 {"tokens", "weights", "rejected_tokens", "rejected_weights"}, each [B, T+1, 17] in delayed columns
@@ -23,29 +24,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flmjax.config import ConfigError, ModelConfig
+from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
+from flmjax.train.config import DPOConfig
 from flmjax.train.loss import LossCoefficients, finalize_loss, loss_terms, sequence_log_probs
 from flmjax.train.step import Batch, term_masses, with_masses
-
-REFERENCES = ("on_the_fly", "cached")
-
-
-@dataclasses.dataclass(frozen=True)
-class DPOConfig:
-    """BayLing-Duplex's Stage II defaults (Table 4's best row): beta 0.5, lambda_ftx 0.5."""
-
-    beta: float = 0.5  # the KL coefficient
-    lambda_ftx: float = 0.5  # weight of the auxiliary SFT term on the chosen sequences
-    # Where pi_ref's log-probabilities come from: "on_the_fly" (frozen parameters, a forward pass per
-    # pair in the step) or "cached" (given with the batch, see `reference_log_probs`).
-    reference: str = "on_the_fly"
-
-    def __post_init__(self) -> None:
-        if not self.beta > 0 or self.lambda_ftx < 0:
-            raise ConfigError(f"dpo: beta must be > 0 and lambda_ftx >= 0, got {self.beta}, {self.lambda_ftx}")
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"dpo.reference must be one of {REFERENCES}, got {self.reference!r}")
 
 
 def rejected_side(batch: Batch) -> Batch:

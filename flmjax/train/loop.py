@@ -50,7 +50,7 @@ def evaluate(stage: Stage) -> dict[str, float]:
         if i == stage.config.log.eval_batches:
             break
         terms.append(stage.eval_step(stage.state.params, global_batch(stage, host_batch)))
-    return {k: float(v) for k, v in finalize_eval(terms, stage.config.loss).items()} if terms else {}
+    return {k: float(v) for k, v in finalize_eval(terms, stage.objective).items()} if terms else {}
 
 
 def _progress(stage: Stage, enabled: bool):

@@ -25,6 +25,7 @@ from flmjax.sharding import make_mesh
 from flmjax.train import checkpoint as ckpt
 from flmjax.train.config import TrainConfig
 from flmjax.train.data import StageData, open_stage_data
+from flmjax.train.dpo import DPOObjective
 from flmjax.train.optimizer import LearningRateSchedule, learning_rate_schedule, make_optimizer
 from flmjax.train.state import (
     TrainState,
@@ -34,7 +35,7 @@ from flmjax.train.state import (
     replicated,
     state_from_params,
 )
-from flmjax.train.step import Batch, jit_train_step, make_eval_step, make_train_step
+from flmjax.train.step import Batch, FLMObjective, Objective, jit_train_step, make_eval_step, make_train_step
 
 
 class SetupError(FlmjaxError):
@@ -53,6 +54,7 @@ class Stage:
     source: str  # where the state came from, for the user
     train_step: Callable
     eval_step: Callable
+    objective: Objective
     data: StageData
     checkpoints: ckpt.RunCheckpoints
 
@@ -150,6 +152,19 @@ def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
     return load_hf_params(path, model, abstract_params(model), np.dtype(model.param_dtype))
 
 
+def _reference_params(
+    config: TrainConfig, model: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, target: TrainState
+) -> Any:
+    """DPO's frozen pi_ref: the parameters the stage starts from (`init.params_from`, or the random
+    start of `init.seed`), read again when a run resumes: never the resumed parameters. A copy on the
+    mesh beside the trained ones (the step donates its state, never the reference)."""
+    if config.init.params_from:
+        return _load_params(config.init.params_from, model, target.params)
+    if config.init.random_ok and not (config.init.state_from or config.init.qwen_from):
+        return random_state(model, optimizer, mesh, config.init.seed).params
+    raise SetupError(f"{config.stage}: DPO's reference is the stage's start: give --init.params_from=DIR")
+
+
 def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
     """Everything a stage's loop needs. `data` replaces the stage's configured pipeline (tests)."""
     initialize_distributed(config)
@@ -171,7 +186,15 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
     target = abstract_state(model, optimizer, mesh)
     state, source = _initial_state(config, model, optimizer, mesh, target, checkpoints, data)
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, target)
-    step_fn = make_train_step(model, optimizer, config.loss, micro_batches, mesh)
+    objective: Objective = FLMObjective(config.loss)
+    reference: tuple = ()  # the steps' context: DPO's frozen reference parameters
+    if config.dpo is not None:
+        objective = DPOObjective(config.dpo, config.loss)
+        reference = (_reference_params(config, model, optimizer, mesh, target),)
+    context = tuple(shardings.params for _ in reference)
+    step_fn = make_train_step(model, optimizer, objective, micro_batches, mesh)
+    train_step = jit_train_step(step_fn, shardings, mesh, context)
+    eval_step = make_eval_step(model, shardings.params, mesh, objective, context)
     return Stage(
         config=config,
         model=model,
@@ -181,8 +204,9 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
         state=state,
         start_step=int(jax.device_get(state.step)),
         source=source,
-        train_step=jit_train_step(step_fn, shardings, mesh),
-        eval_step=make_eval_step(model, shardings.params, mesh),
+        train_step=lambda state, batch, lr: train_step(state, batch, lr, *reference),
+        eval_step=lambda params, batch: eval_step(params, batch, *reference),
+        objective=objective,
         data=data,
         checkpoints=checkpoints,
     )
