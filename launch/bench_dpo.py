@@ -1,0 +1,4 @@
+from flmjax.cli.bench_dpo import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
