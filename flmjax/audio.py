@@ -7,6 +7,7 @@ filtering (scipy's `resample_poly` with a Kaiser-windowed sinc), exact for ratio
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -30,12 +31,21 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file -> (float32 [channels, samples] in [-1, 1], sample rate in Hz)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"audio file not found: {path}")
+    return _decode(os.fspath(path), str(path))
+
+
+def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """`load_audio` of a file's bytes (a dataset's embedded audio, an object read from a bucket)."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(file: str | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
     try:
-        data, sample_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+        data, sample_rate = soundfile.read(file, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioError(f"cannot decode audio file {path}: {err}") from None
+        raise AudioError(f"cannot decode audio file {name}: {err}") from None
     if data.shape[0] == 0:
-        raise AudioError(f"audio file {path} holds no samples")
+        raise AudioError(f"audio file {name} holds no samples")
     return np.ascontiguousarray(data.T), int(sample_rate)
 
 

@@ -4,9 +4,11 @@
     python launch/prepare_data.py speech.jsonl --out /data/speech --mimi tokenizer-e351c8d8-checkpoint125.safetensors
     python launch/prepare_data.py dialogs.jsonl --out /data/ft2 --config ft2 --mimi ...   # dialogs for ft2's layout
     python launch/prepare_data.py tfds:librispeech:train_clean100 --tfds-data-dir ~/tensorflow_datasets --out ...
+    python launch/prepare_data.py hf:/data/hf/librispeech_clean:train --out /data/prepared/librispeech
     python launch/prepare_data.py speech.jsonl --out /data/speech --num-hosts 4 --host-index $SLURM_ARRAY_TASK_ID
 
-CORPUS is a JSONL manifest (formats in docs/data.md) or tfds:NAME[:SPLIT]. Dialogs are prepared for a stage's
+CORPUS is a JSONL manifest (formats in docs/data.md), tfds:NAME[:SPLIT] or hf:PATH[:SPLIT] (a Hugging Face
+`datasets` audio dataset on disk). Dialogs are prepared for a stage's
 layout and augmentation (--config; flags override): each dialog gets --variants pre-encoded listen tracks,
 one per training epoch. A re-run skips finished shards. Several hosts prepare one corpus together, each
 taking every --num-hosts-th shard; the host that finishes last writes the index (with jax.distributed
@@ -32,7 +34,11 @@ from flmjax.data.prepare import Hosts, PrepareOptions, ensure_prepared, prepare_
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("corpus", nargs="?", help="manifest.jsonl or tfds:NAME[:SPLIT]; none: the --config's demo corpora")
+    p.add_argument(
+        "corpus",
+        nargs="?",
+        help="manifest.jsonl, tfds:NAME[:SPLIT] or hf:PATH[:SPLIT]; none: the --config's demo corpora",
+    )
     p.add_argument("--out", help="output folder (required with CORPUS)")
     p.add_argument(
         "--config", default="demo", help="stage whose layout/augmentation dialogs are prepared for (default demo)"
@@ -61,7 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--tfds-audio-key", help="audio feature (default speech)")
     t.add_argument("--tfds-text-key", help="transcript feature (default text)")
     t.add_argument("--tfds-id-key", help="id feature (default id)")
-    t.add_argument("--language", help="language tag of the TFDS corpus (default en)")
+    t = p.add_argument_group("Hugging Face datasets corpora (hf:PATH[:SPLIT])")
+    t.add_argument("--hf-audio-key", help="audio column (default audio)")
+    t.add_argument("--hf-text-key", help="transcript column (default text)")
+    t.add_argument("--hf-id-key", help="id column (default id; without one: the example's index)")
+    t = p.add_argument_group("TFDS and Hugging Face corpora")
+    t.add_argument("--language", help="language tag (default en for TFDS, und for Hugging Face)")
     t.add_argument("--source", choices=("auto", "human"), help="transcript quality tag (default human)")
     args = p.parse_args(argv)
     if args.corpus and not args.out:
@@ -97,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         tfds_options = {"data_dir": args.tfds_data_dir, "audio_key": args.tfds_audio_key, "text_key": args.tfds_text_key,
                         "id_key": args.tfds_id_key, "language": args.language, "source": args.source}  # fmt: skip
+        hf_options = {"audio_key": args.hf_audio_key, "text_key": args.hf_text_key, "id_key": args.hf_id_key,
+                      "language": args.language, "source": args.source}  # fmt: skip
         report = prepare_corpus(args.corpus, args.out, opts, workers=args.workers, progress=not args.no_progress,
-                                tfds_options=tfds_options, hosts=hosts, encode_batch=args.encode_batch)  # fmt: skip
+                                tfds_options=tfds_options, hf_options=hf_options, hosts=hosts,
+                                encode_batch=args.encode_batch)  # fmt: skip
     except (ConfigError, CorpusError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -170,3 +170,55 @@ def test_cli_exit_status(corpus, tmp_path, mimi, monkeypatch, capsys):
     assert "no entry could be prepared" in capsys.readouterr().err
     assert prepare_data.main([str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert "manifest not found" in capsys.readouterr().err
+
+
+def _hf_examples(tmp_path):
+    """A Hugging Face audio dataset: two good examples (embedded WAV bytes, and a file by path), then
+    corrupt audio and an empty transcript."""
+    import io
+
+    import soundfile
+
+    def wav_bytes(seconds, rate=16000):
+        buffer = io.BytesIO()
+        tone = 0.3 * np.sin(np.arange(int(seconds * rate)) * 0.05).astype(np.float32)
+        soundfile.write(buffer, tone, rate, format="WAV")
+        return buffer.getvalue()
+
+    shutil.copy(DEMO_DIR / "audio" / "auto_000.wav", tmp_path / "by_path.wav")
+    return {
+        "id": ["tone", "file", "corrupt", "silent"],
+        "audio": [{"bytes": wav_bytes(1.0), "path": "tone.wav"}, {"bytes": None, "path": str(tmp_path / "by_path.wav")},
+                  {"bytes": b"RIFF garbage", "path": "corrupt.wav"}, {"bytes": wav_bytes(0.5), "path": "s.wav"}],
+        "transcript": ["a tone", "the birch canoe", "broken", " "],
+    }  # fmt: skip
+
+
+def test_hf_dataset_prepares_with_bad_examples_named(tmp_path, mimi, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    ds = datasets.Dataset.from_dict(_hf_examples(tmp_path)).cast_column("audio", datasets.Audio())
+    (tmp_path / "parquet").mkdir()
+    ds.to_parquet(str(tmp_path / "parquet" / "train-00000-of-00001.parquet"))
+    options = {"text_key": "transcript", "language": "en"}
+    report = prepare_corpus(f"hf:{tmp_path / 'parquet'}:train", tmp_path / "out", PrepareOptions(), mimi=mimi,
+                            workers=0, progress=False, hf_options=options)  # fmt: skip
+    assert report.records == 2 and report.kind == "speech"
+    corrupt, silent = report.errors
+    assert f"hf:{tmp_path / 'parquet'}:train[2] (corrupt)" in corrupt and "cannot decode audio" in corrupt
+    assert "[3] (silent): empty text" in silent
+    prepared = records.PreparedCorpus(tmp_path / "out")
+    (tone, tone_arrays), (_, file_arrays) = prepared[0], prepared[1]
+    assert (tone["id"], tone["text"], tone["language"], tone["source"]) == ("tone/0", "a tone", "en", "human")
+    assert tone_arrays["codes"].shape == (8, 13)  # 1 s at 16 kHz -> 24000 samples -> 12.5 frames
+    clip = audio.prepare_for_mimi(*audio.load_audio(tmp_path / "by_path.wav"))[0]
+    np.testing.assert_array_equal(file_arrays["codes"], encode_batched(mimi, [clip])[0])
+
+    ds.save_to_disk(str(tmp_path / "saved"))  # a save_to_disk folder opens in place, its one split by default
+    from flmjax.data.sources import open_source
+
+    kind, refs, labels = open_source(f"hf:{tmp_path / 'saved'}", hf_options={"text_key": "transcript"})
+    assert (kind, len(refs), labels[1]) == ("speech", 4, f"hf:{tmp_path / 'saved'}[1]")
+    with pytest.raises(ValueError, match="no column 'text'"):
+        open_source(f"hf:{tmp_path / 'saved'}")

@@ -10,8 +10,9 @@ Two manifest kinds, JSON Lines, one entry per line, audio paths relative to the 
   place on the dialog's timeline (seconds). A turn whose `end` comes before its audio does is cut there
   (a model that stops talking when interrupted); user speech may overlap model speech.
 
-A third input is a TFDS dataset already prepared on disk (e.g. `librispeech`), read through
-`tensorflow_datasets` and mapped to sentence-aligned entries: one segment spanning each example.
+Two more inputs are datasets already on disk, mapped to sentence-aligned entries (one segment spanning each
+example): a TFDS dataset (e.g. `librispeech`), read through `tensorflow_datasets`, and a Hugging Face
+`datasets` audio dataset (a `save_to_disk` folder, or a folder of parquet/arrow files), read through `datasets`.
 Parsing checks everything that can be checked without the audio and raises `CorpusError` naming the
 manifest line; the audio itself is checked when it is read (`flmjax.data.loading`).
 """
@@ -186,7 +187,9 @@ def parse_speech(obj: Mapping[str, Any], base: Path, where: str) -> SpeechEntry:
         if s.get("words") is not None:
             seg = dataclasses.replace(seg, words=_words(s, seg, swhere))
         segments.append(seg)
-    return SpeechEntry(uid, _audio(obj.get("audio"), base, where), _field(obj, "language", str, where, "und"), source, tuple(segments))
+    return SpeechEntry(
+        uid, _audio(obj.get("audio"), base, where), _field(obj, "language", str, where, "und"), source, tuple(segments)
+    )
 
 
 def parse_dialog(obj: Mapping[str, Any], base: Path, where: str) -> DialogEntry:
@@ -196,7 +199,13 @@ def parse_dialog(obj: Mapping[str, Any], base: Path, where: str) -> DialogEntry:
         role = _field(t, "role", str, twhere)
         if role not in ROLES:
             raise CorpusError(f"{twhere}: role must be one of {ROLES}, got {role!r}")
-        turn = DialogTurn(role, _text(t, twhere), _audio(t.get("audio"), base, twhere), _time(t, "start", twhere), _time(t, "end", twhere, None))
+        turn = DialogTurn(
+            role,
+            _text(t, twhere),
+            _audio(t.get("audio"), base, twhere),
+            _time(t, "start", twhere),
+            _time(t, "end", twhere, None),
+        )
         if turn.end is not None:
             _span(turn.start, turn.end, twhere)
         if turns and turn.start < turns[-1].start:
@@ -333,3 +342,102 @@ def _pcm_from_ints(samples: np.ndarray) -> np.ndarray:
         samples = samples.astype(np.float32) / np.float32(32768.0)
     samples = samples.astype(np.float32)
     return samples[None, :] if samples.ndim == 1 else samples.T
+
+
+# --- Hugging Face datasets ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HfSpec:
+    """A Hugging Face `datasets` audio dataset on disk, mapped to sentence-aligned speech (one segment per
+    example): a `save_to_disk` folder (memory-mapped where it is) or a folder of data files (parquet, arrow;
+    `datasets` converts them once into its cache). Column names default to LibriSpeech's on the Hub."""
+
+    path: str
+    split: str | None = None  # None: the only split, or "train"
+    audio_key: str = "audio"
+    text_key: str = "text"
+    id_key: str | None = "id"  # a missing column: the example's index
+    language: str = "und"
+    source: str = "human"
+
+    @classmethod
+    def parse(cls, spec: str, **options: Any) -> HfSpec:
+        """`hf:PATH[:SPLIT]` (as prepare_data's corpus argument) -> a spec."""
+        body = spec.removeprefix("hf:")
+        path, sep, split = body.rpartition(":")
+        if not sep or "/" in split or not path:  # no split given (or the ":" is part of the path)
+            path, split = body, ""
+        if not path:
+            raise CorpusError(f"{spec!r}: expected hf:PATH[:SPLIT]")
+        return cls(path=path, split=split or None, **{k: v for k, v in options.items() if v is not None})
+
+
+class HfSpeech(Sequence[SpeechEntry]):
+    """Random access to a `datasets` audio dataset's examples as `SpeechEntry`s (audio kept in memory).
+
+    The audio column is read undecoded (file bytes, or a path) and decoded by `flmjax.audio`, so that a
+    bad file is one entry's error, as for manifests, and `datasets`' own decoders are not needed.
+    """
+
+    def __init__(self, spec: HfSpec):
+        import datasets  # only for this kind of corpus
+
+        self.spec = spec
+        path = Path(spec.path)
+        try:
+            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                data = datasets.load_from_disk(str(path))
+            else:
+                data = datasets.load_dataset(str(path))
+        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+            raise CorpusError(f"hf:{spec.path}: cannot open ({e})") from None
+        if isinstance(data, datasets.DatasetDict):
+            split = spec.split or ("train" if "train" in data or len(data) != 1 else next(iter(data)))
+            if split not in data:
+                raise CorpusError(f"hf:{spec.path}: no split {split!r} (splits: {', '.join(data)})")
+            data = data[split]
+        elif spec.split is not None and spec.split != str(data.split or spec.split):
+            raise CorpusError(f"hf:{spec.path}: holds one split ({data.split}), not {spec.split!r}")
+        self.name = f"hf:{spec.path}" + (f":{spec.split}" if spec.split else "")
+        for key in (spec.audio_key, spec.text_key):
+            if key not in data.column_names:
+                raise CorpusError(f"{self.name}: no column {key!r} (columns: {', '.join(data.column_names)})")
+        if isinstance(data.features[spec.audio_key], datasets.Audio):
+            data = data.cast_column(spec.audio_key, datasets.Audio(decode=False))
+        self._data = data
+        self._root = path
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, index: int) -> SpeechEntry:  # type: ignore[override]
+        from flmjax import audio
+
+        example = self._data[index]
+        spec = self.spec
+        uid = str(example[spec.id_key]) if spec.id_key and spec.id_key in example else str(index)
+        where = f"{self.name}[{index}] ({uid})"
+        text = example[spec.text_key]
+        if not isinstance(text, str) or not text.strip():
+            raise CorpusError(f"{where}: empty text")
+        value = example[spec.audio_key]
+        value = {"path": value} if isinstance(value, str) else value or {}
+        try:
+            if value.get("bytes"):
+                samples, rate = audio.decode_audio(value["bytes"], value.get("path") or where)
+            elif value.get("array") is not None:
+                samples, rate = np.asarray(value["array"], np.float32), int(value["sampling_rate"])
+            elif value.get("path"):
+                file = self._root / value["path"]
+                samples, rate = audio.load_audio(file if file.exists() else value["path"])
+            else:
+                raise CorpusError(f"{where}: no audio")
+        except FileNotFoundError as e:
+            raise CorpusError(f"{where}: {e}") from None
+        except audio.AudioError as e:
+            raise CorpusError(f"{where}: {e}") from None
+        samples = samples[None, :] if samples.ndim == 1 else samples
+        ref = AudioRef(path=None, samples=samples, sample_rate=rate)
+        duration = samples.shape[-1] / rate
+        return SpeechEntry(uid, ref, spec.language, spec.source, (Segment(0.0, max(duration, 1e-9), text.strip()),))

@@ -14,9 +14,9 @@ import numpy as np
 
 from flmjax.data import augment as aug
 from flmjax.data import layouts
-from flmjax.data.corpus import AudioRef, CorpusError, DialogEntry, SpeechEntry, TfdsSpec, TfdsSpeech
+from flmjax.data.corpus import AudioRef, CorpusError, DialogEntry, SpeechEntry
 from flmjax.data.encoding import num_frames
-from flmjax.data.sources import TfdsRef
+from flmjax.data.sources import ExampleRef, dataset
 from flmjax.data.text_tokenizer import load_text_tokenizer
 from flmjax.tokens import SAMPLE_RATE
 
@@ -75,9 +75,6 @@ class LoadedDialog:
     roles: list[str]
     tokens: list[list[int]]
     start_frames: list[int]
-
-
-_TFDS_CACHE: dict[TfdsSpec, TfdsSpeech] = {}
 
 
 def _word_timings(entry: SpeechEntry, seg_index: int, tok: Any) -> list[layouts.WordTiming] | None:
@@ -143,15 +140,13 @@ def _load_dialog(entry: DialogEntry, where: str) -> LoadedDialog:
 
 
 def load_entry(task: tuple[Any, str, int]) -> LoadedSpeech | LoadedDialog | CorpusError:
-    """Worker: one entry (or a TFDS example) -> its audio at 24 kHz and its tokens, or the error."""
+    """Worker: one entry (or a dataset's example) -> its audio at 24 kHz and its tokens, or the error."""
     entry, where, lead = task
     try:
         if isinstance(entry, CorpusError):
             return entry
-        if isinstance(entry, TfdsRef):
-            if entry.spec not in _TFDS_CACHE:
-                _TFDS_CACHE[entry.spec] = TfdsSpeech(entry.spec)
-            entry = _TFDS_CACHE[entry.spec][entry.index]
+        if isinstance(entry, ExampleRef):
+            entry = dataset(entry.spec)[entry.index]
             where = f"{where} ({entry.id})"
         if isinstance(entry, SpeechEntry):
             return _load_speech(entry, where, lead)

@@ -205,9 +205,10 @@ def prepare_corpus(
     tfds_options: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     hosts: Hosts = Hosts(),
+    hf_options: dict[str, Any] | None = None,
     encode_batch: int = ENCODE_BATCH,
 ) -> PrepareReport:
-    """Prepare a corpus (manifest path or `tfds:NAME[:SPLIT]`) into `out_dir`: this host's share of the
+    """Prepare a corpus (manifest path, `tfds:NAME[:SPLIT]` or `hf:PATH[:SPLIT]`) into `out_dir`: this host's share of the
     shards (`hosts`), then, when every shard's marker is there, the index.
 
     `mimi`: a `Mimi` or `LazyMimi` matching `opts.mimi_name` (default: loaded when needed).
@@ -217,7 +218,7 @@ def prepare_corpus(
 
     t0 = time.time()
     out = Path(out_dir)
-    kind, entries, wheres = open_source(str(corpus), tfds_options)
+    kind, entries, wheres = open_source(str(corpus), tfds_options, hf_options)
     if kind == "dialogs" and opts.layout not in layouts.DIALOG_LAYOUTS:
         raise CorpusError(
             f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}"
