@@ -26,7 +26,6 @@ import sys
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from safetensors.torch import load_file
@@ -35,8 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from flmjax import FLMAudio  # noqa: E402
 from flmjax.config import get_model_config  # noqa: E402
-from flmjax.infer.decoder import Decoder, DecoderState  # noqa: E402
-from flmjax.infer.offline import latency_stats, timed_frames  # noqa: E402
+from flmjax.infer.decoder import Decoder  # noqa: E402
+from flmjax.infer.offline import aged_state, latency_stats, timed_frames  # noqa: E402
 from flmjax.infer.sampling import SamplingSettings  # noqa: E402
 from tests.reference.flm_audio_torch import TorchFLMAudio  # noqa: E402
 from tests.reference.torch_step_loop import TorchStepLoop  # noqa: E402
@@ -60,21 +59,9 @@ def bench_flmjax(model: FLMAudio, codes: np.ndarray) -> dict:
     return latency_stats(timed_frames(step, frames))
 
 
-def conversation_at(state: DecoderState, length: int) -> DecoderState:
-    """`state` as if every stream had decoded `length` frames: offset and the ring's slot positions."""
-    window = state.kv.window
-    slots = np.arange(window)
-    newest = length - 1 - (length - 1 - slots) % window  # the latest position p < length in slot p % W
-    pos = np.where(newest >= max(0, length - window), newest, -1).astype(np.int32)
-    batch = state.offset.shape[0]
-    return state._replace(
-        offset=jnp.full((batch,), length, jnp.int32), kv=state.kv._replace(pos=jnp.asarray(np.tile(pos, (batch, 1))))
-    )
-
-
 def stepper(decoder: Decoder, codes: np.ndarray, length: int):
     """A frame step (host gets the frame) of `decoder` from a conversation `length` frames old, compiled."""
-    state = conversation_at(decoder.init_state(SamplingSettings()), length)
+    state = aged_state(decoder.init_state(SamplingSettings()), length)
 
     def step(i: int):
         nonlocal state

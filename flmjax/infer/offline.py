@@ -40,6 +40,18 @@ def timed_frames(step: Callable[[int], object], frames: int) -> list[float]:
     return times
 
 
+def aged_state(state: DecoderState, length: int) -> DecoderState:
+    """`state` as if every stream had decoded `length` frames, for timing: the offset and the ring's
+    slot positions are set (the cost of a frame depends on them), the keys are left as they are."""
+    window = state.kv.window
+    slots = np.arange(window)
+    newest = length - 1 - (length - 1 - slots) % window  # the latest position p < length in slot p % W
+    pos = np.where(newest >= max(0, length - window), newest, -1).astype(np.int32)
+    batch = state.offset.shape[0]
+    offset = jax.numpy.full((batch,), length, jax.numpy.int32)
+    return state._replace(offset=offset, kv=state.kv._replace(pos=jax.numpy.asarray(np.tile(pos, (batch, 1)))))
+
+
 def check_user_codes(codes: np.ndarray, codebooks: int, codebook_size: int) -> np.ndarray:
     """Validate user codes int [B, S, codebooks] in [0, codebook_size); a one-line error otherwise."""
     if codes.ndim != 3 or codes.shape[-1] != codebooks or codes.shape[1] < 2:
