@@ -6,13 +6,15 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from flmjax.errors import FlmjaxError
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-DTYPES = ("float32", "bfloat16", "float16")
+Remat = Literal["none", "full", "dots", "dots_no_batch"]
+DType = Literal["float32", "bfloat16", "float16"]
+REMAT_POLICIES: tuple[str, ...] = get_args(Remat)
+DTYPES: tuple[str, ...] = get_args(DType)
 
 
 class ConfigError(FlmjaxError):
@@ -38,8 +40,36 @@ class DepformerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Numerics:
+    """How a run computes with an architecture, chosen per run and never saved with a checkpoint."""
+
+    param_dtype: DType = "float32"  # the parameters (in training: master weights and AdamW moments)
+    dtype: DType = "float32"  # compute
+    scan_layers: bool = True  # False unrolls the same scanned parameters (one parameter layout either way)
+    remat: Remat = "none"  # rematerialisation of each backbone layer in the backward pass
+    attention_chunk: int = 0  # >0: attend in query blocks of this many columns (memory of long sequences)
+    decode_block: int = 256  # decoding reads the ring cache in blocks of this many slots, only filled ones (0: one)
+    text_loss_chunk: int = 0  # >0: the training loss makes text logits for blocks of this many columns only
+
+    def __post_init__(self) -> None:
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ConfigError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
+        for name in ("attention_chunk", "decode_block", "text_loss_chunk"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def for_inference(cls, dtype: DType = "float32", **changes: Any) -> Numerics:
+        """Parameters held in the compute dtype unless `param_dtype` says otherwise."""
+        return cls(**{"param_dtype": dtype, **changes, "dtype": dtype})
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture (saved with a checkpoint) plus run-time numerics (dtype, scan, remat: not saved)."""
+    """The architecture: every field but `numerics` is what a checkpoint's config.json records."""
 
     hidden_size: int = 3584
     num_layers: int = 28
@@ -59,23 +89,11 @@ class ModelConfig:
     initializer_range: float = 0.02
     depformer: DepformerConfig = DepformerConfig()
     tokens: TokenIds = RELEASE_TOKENS
-    # Run-time numerics.
-    param_dtype: str = "float32"
-    dtype: str = "float32"  # compute dtype
-    scan_layers: bool = True  # False unrolls the same scanned parameters (one parameter layout either way)
-    remat: str = "none"
-    attention_chunk: int = 0  # >0: attend in query blocks of this many columns (memory of long sequences)
-    decode_block: int = 256  # decoding reads the ring cache in blocks of this many slots, only filled ones (0: one)
-    text_loss_chunk: int = 0  # >0: the training loss makes text logits for blocks of this many columns only
+    numerics: Numerics = Numerics()  # per run, not part of the architecture
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
-        if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ConfigError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
         if self.depformer.dim % self.depformer.num_heads:
             raise ConfigError("depformer dim must be a multiple of its head count")
         t = self.tokens
@@ -103,6 +121,10 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+    def with_numerics(self, **changes: Any) -> ModelConfig:
+        """The same architecture computing otherwise (`with_numerics(decode_block=0)`)."""
+        return dataclasses.replace(self, numerics=dataclasses.replace(self.numerics, **changes))
 
     # --- the release's config.json -------------------------------------------------------------
     def to_hf_dict(self) -> dict[str, Any]:
@@ -152,7 +174,7 @@ class ModelConfig:
         }
 
     @classmethod
-    def from_hf_dict(cls, config: Mapping[str, Any], **runtime: Any) -> ModelConfig:
+    def from_hf_dict(cls, config: Mapping[str, Any], numerics: Numerics = Numerics()) -> ModelConfig:
         """Build from a release-style `config.json`; unused fields (e.g. `mrope_section`) are ignored."""
         required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
         missing = [k for k in required if k not in config]
@@ -188,11 +210,11 @@ class ModelConfig:
                 dim=int(dep["n_embd"]), num_layers=int(dep["n_layer"]), num_heads=int(dep["n_head"])
             ),
             tokens=TokenIds.from_hf_config(config),
-            **runtime,
+            numerics=numerics,
         )
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **runtime: Any) -> ModelConfig:
+    def from_json_file(cls, path: str | os.PathLike, numerics: Numerics = Numerics()) -> ModelConfig:
         try:
             with open(path) as f:
                 data = json.load(f)
@@ -200,7 +222,7 @@ class ModelConfig:
             raise ConfigError(f"{path}: no config.json") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_hf_dict(data, **runtime)
+        return cls.from_hf_dict(data, numerics)
 
 
 # Small models keep the real text vocabulary's special ids out of reach, so they carry their own.

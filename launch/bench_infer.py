@@ -85,10 +85,10 @@ def interleaved_p50(steps: list, frames: int, turn: int = 4) -> list[float]:
 def bench_growth(model: FLMAudio, window: int, batches: list[int], frames: int) -> None:
     """ms/frame p50 at growing conversation lengths, blocked ring reads vs whole-ring reads."""
     blocked = model
-    whole = FLMAudio(model.config.replace(decode_block=0), model.params)
+    whole = FLMAudio(model.config.with_numerics(decode_block=0), model.params)
     lengths = sorted({0, window // 16, window // 8, window // 4, window // 2, window - 1, window, 2 * window})
     print(
-        f"window {window} frames, decode_block {model.config.decode_block}; p50 of {frames} frames per cell, "
+        f"window {window} frames, decode_block {model.config.numerics.decode_block}; p50 of {frames} frames per cell, "
         "the two contenders taking turns every 4 frames"
     )
     print(f"{'batch':>5} | {'length':>6} | {'filled':>6} | {'blocked ms':>10} | {'whole ms':>8} | {'ratio':>5}")

@@ -18,7 +18,7 @@ def model(tiny_model):
 # Decoding reads the ring in blocks: one block (0), blocks dividing the window (8) and not (5, 3).
 @pytest.mark.parametrize("decode_block", [0, 8, 5])
 def test_forward_equals_prefill_plus_steps(tiny_model, decode_block):
-    model = FLMAudio(tiny_model.config.replace(decode_block=decode_block), tiny_model.params)
+    model = FLMAudio(tiny_model.config.with_numerics(decode_block=decode_block), tiny_model.params)
     cfg = model.config
     b, t = 2, 10
     tokens = random_tokens(cfg, b, t + 1, seed=1)
@@ -66,7 +66,7 @@ def _sliding_window_text_logits(model, tokens, window):
 def test_ring_cache_slides_a_window(tiny_model, decode_block):
     """With a window W shorter than the conversation, the ring cache computes sliding-window attention:
     column t attends to columns t-W+1..t (in every layer) and the cache never grows."""
-    model = FLMAudio(tiny_model.config.replace(decode_block=decode_block), tiny_model.params)
+    model = FLMAudio(tiny_model.config.with_numerics(decode_block=decode_block), tiny_model.params)
     cfg = model.config
     window, total = 5, 13
     tokens = random_tokens(cfg, 1, total, seed=2)
@@ -82,7 +82,7 @@ def test_ring_cache_slides_a_window(tiny_model, decode_block):
 
 
 def test_filled_blocks_follow_the_newest_position(tiny_model):
-    cfg = tiny_model.config.replace(decode_block=4)
+    cfg = tiny_model.config.with_numerics(decode_block=4)
     pos = np.full((2, 10), -1, np.int32)
     assert int(filled_blocks(cfg, jnp.asarray(pos))) == 0
     pos[0, :4] = np.arange(4)  # slots 0..3: one block
@@ -96,7 +96,7 @@ def test_filled_blocks_follow_the_newest_position(tiny_model):
 def test_decoding_never_reads_the_empty_blocks(tiny_model):
     """NaN keys and values in the ring's unfilled blocks change nothing: they are never read (masking
     alone would not do, NaN * 0 is NaN)."""
-    model = FLMAudio(tiny_model.config.replace(decode_block=4), tiny_model.params)
+    model = FLMAudio(tiny_model.config.with_numerics(decode_block=4), tiny_model.params)
     tokens = random_tokens(model.config, 1, 7, seed=3)
     clean = model.init_cache(1, window=32)
     poisoned = model.init_cache(1, window=32)

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from flmjax.train.config import OptimizerConfig, load_config
+from flmjax import configs
+from flmjax.train.config import OptimizerConfig, with_overrides
 from flmjax.train.optimizer import apply_learning_rate, learning_rate_schedule, make_optimizer
 
 
@@ -26,7 +27,7 @@ def _cosine(step, peak, end, warmup, total):
     "stage, peak, end", [("post1", 2e-4, 1e-5), ("post2", 1e-5, 8e-6), ("ft1", 1e-5, 8e-6), ("ft2", 8e-6, 7e-6)]
 )
 def test_stage_schedules_are_table_3(stage, peak, end):
-    config = load_config(stage)
+    (config,) = configs.load(stage)
     assert (config.optimizer.peak_lr, config.optimizer.end_lr) == (peak, end)
     assert config.data.global_batch == 256
     total = 1000
@@ -51,9 +52,10 @@ def test_schedule_equals_optax_cosine_after_warmup():
 
 
 def test_epochs_set_the_schedule_length():
-    config = load_config("post1")
+    (config,) = configs.load("post1")
     assert config.total_steps(num_samples=10_000) == math.ceil(3.3 * 10_000 / 256)
-    assert load_config("ft2", {"steps": 7}).total_steps(num_samples=10_000) == 7
+    (ft2,) = configs.load("ft2")
+    assert with_overrides(ft2, ["--steps=7"]).total_steps(num_samples=10_000) == 7
 
 
 def test_update_equals_optax_adamw_with_clipping():

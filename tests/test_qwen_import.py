@@ -129,15 +129,16 @@ def test_a_qwen_of_another_size_is_refused_in_one_line(tmp_path):
 
 def test_post1_starts_from_qwen_through_the_trainer(tmp_path):
     """`init.qwen_from`: the stage's initial parameters are the imported LM plus fresh audio parts."""
-    from flmjax.train.config import TrainConfig, apply_overrides
+    from flmjax.config import Numerics
+    from flmjax.train.config import InitConfig, TrainConfig
     from flmjax.train.data import StageData
     from flmjax.train.setup import setup_stage
     from tests.synthetic_data import synthetic_batches
 
     _, path = _qwen(tmp_path)
-    config = apply_overrides(TrainConfig(), {"model.name": "tiny", "model.dtype": "float32", "model.remat": "none",
-                                             "data.global_batch": 2, "steps": 1, "run_root": str(tmp_path / "runs"),
-                                             "compile_cache": False, "init.qwen_from": str(path), "init.seed": 1})  # fmt: skip
+    config = TrainConfig(model="tiny", numerics=Numerics(), data=TrainConfig().data.replace(global_batch=2), steps=1,
+                         run_root=str(tmp_path / "runs"), compile_cache=False,
+                         init=InitConfig(qwen_from=str(path), seed=1))  # fmt: skip
     stage = setup_stage(config, StageData(synthetic_batches(CFG, 8, 4, 2), samples_per_epoch=4))
     assert stage.start_step == 0 and "Qwen" in stage.source
     want = load_qwen_lm(path, CFG, _fresh())  # the same fresh seed under the imported LM

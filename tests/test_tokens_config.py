@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from flmjax.config import ConfigError, ModelConfig, get_model_config
+from flmjax.config import ConfigError, ModelConfig, Numerics, get_model_config
 from flmjax.model.pretrained import abstract_params
 from flmjax.tokens import RELEASE_TOKENS, TokenIds, delay_streams, undelay_streams
 
@@ -61,14 +61,23 @@ def test_tokens_follow_the_checkpoint_config():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"remat": "sometimes"}, "remat must be one of"),
-        ({"dtype": "int8"}, "dtype must be one of"),
+        ({"numerics": {"remat": "sometimes"}}, "remat must be one of"),
+        ({"numerics": {"dtype": "int8"}}, "dtype must be one of"),
+        ({"numerics": {"attention_chunk": -1}}, "attention_chunk must be >= 0"),
         ({"num_kv_heads": 3}, "not a multiple of num_kv_heads"),
     ],
 )
 def test_bad_model_configs_fail_clearly(change, message):
     with pytest.raises(ConfigError, match=message):
+        if "numerics" in change:
+            change = {"numerics": Numerics(**change["numerics"])}
         get_model_config("tiny", **change)
+
+
+def test_numerics_are_not_part_of_the_architecture():
+    fast = get_model_config("tiny", numerics=Numerics(dtype="bfloat16", remat="full", scan_layers=False))
+    assert fast.to_hf_dict() == get_model_config("tiny").to_hf_dict()
+    assert ModelConfig.from_hf_dict(fast.to_hf_dict()) == get_model_config("tiny")  # the default numerics
 
 
 def test_bad_hf_configs_fail_clearly():

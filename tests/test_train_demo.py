@@ -15,9 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from flmjax import FLMAudio
+from flmjax import FLMAudio, configs
 from flmjax.data.pipeline import batch_dataset
-from flmjax.train.config import load_stages
 from flmjax.train.data import prepared_roots
 from flmjax.train.loss import flm_loss
 
@@ -42,9 +41,9 @@ def test_demo_chain_lowers_every_stage_loss_and_exports(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "exported to runs/demo/export" in proc.stdout
 
-    stages = load_stages("demo", dict(o[2:].split("=", 1) for o in OVERRIDES))
+    stages = configs.load("demo", OVERRIDES)
     runs = tmp_path / "runs" / "demo"
-    before = FLMAudio.init(stages[0].model.build(), seed=stages[0].init.seed)  # post1's random start
+    before = FLMAudio.init(stages[0].model_config, seed=stages[0].init.seed)  # post1's random start
     for config in stages:
         data = config.data.replace(global_batch=2, seed=123)  # other batches than the run's first ones
         batches = list(itertools.islice(batch_dataset(data, prepared_roots(data), ids=before.config.tokens), 2))

@@ -26,19 +26,22 @@ STEPS = 30
 EVERY = 4  # checkpoint cadence
 
 CONFIG = """
+from flmjax.config import Numerics
 from flmjax.data.config import POST_TRAINING, CorpusSpec, DataConfig
 from flmjax.data.layouts import LayoutConfig
+from flmjax.train.config import CheckpointConfig, InitConfig, LogConfig, OptimizerConfig, TrainConfig
 
-OVERRIDES = {{
-    "stage": "resume_test",
-    "model.name": "tiny", "model.dtype": "float32", "model.remat": "none",
-    "data": DataConfig("pairs", POST_TRAINING, (CorpusSpec("pairs", prepared={corpus!r}),), global_batch=8,
-                       layout_config=LayoutConfig(sample_frames=96)),
-    "steps": {steps}, "optimizer.peak_lr": 1e-3, "optimizer.end_lr": 1e-4,
-    "checkpoint.every_steps": {every}, "checkpoint.keep": 3,
-    "log.every_steps": 1, "log.progress": False, "log.tensorboard": False, "log.eval_batches": 0,
-    "init.random_ok": True, "run_root": {root!r},
-}}
+
+def config():
+    return TrainConfig(
+        stage="resume_test", model="tiny", numerics=Numerics(),
+        data=DataConfig("pairs", POST_TRAINING, (CorpusSpec("pairs", prepared={corpus!r}),), global_batch=8,
+                        layout_config=LayoutConfig(sample_frames=96)),
+        steps={steps}, optimizer=OptimizerConfig(peak_lr=1e-3, end_lr=1e-4),
+        checkpoint=CheckpointConfig(every_steps={every}, keep=3),
+        log=LogConfig(every_steps=1, progress=False, tensorboard=False, eval_batches=0),
+        init=InitConfig(random_ok=True), run_root={root!r},
+    )
 """
 
 

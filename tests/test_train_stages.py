@@ -18,7 +18,7 @@ from flmjax import FLMAudio
 from flmjax.config import get_model_config
 from flmjax.interop.trainer_checkpoint import CheckpointError
 from flmjax.train.checkpoint import export_checkpoint
-from flmjax.train.config import TrainConfig, apply_overrides
+from flmjax.train.config import TrainConfig, with_overrides
 from flmjax.train.data import StageData
 from flmjax.train.loop import run_stage, train
 from flmjax.train.setup import setup_stage
@@ -38,11 +38,12 @@ def _restore_compile_cache():
 
 def _config(tmp_path, stage: str, **overrides) -> TrainConfig:
     base = {
-        "stage": stage, "run_root": str(tmp_path), "model.name": "tiny", "model.dtype": "float32", "model.remat": "none",
+        "stage": stage, "run_root": str(tmp_path), "model": "tiny", "numerics.dtype": "float32",
+        "numerics.remat": "none",
         "data.global_batch": 4, "log.every_steps": 1, "log.progress": False, "log.eval_batches": 0,
         "checkpoint.every_steps": 100,
     }  # fmt: skip
-    return apply_overrides(TrainConfig(), {**base, **overrides})
+    return with_overrides(TrainConfig(), [f"--{k}={v}" for k, v in {**base, **overrides}.items()])
 
 
 def _data(seed: int, held_out: bool = False) -> StageData:
@@ -119,7 +120,7 @@ def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
     assert float(np.abs(np.asarray(cont.state.opt_state[1].mu["lm_head"])).max()) > 0
 
     # A checkpoint of another architecture is refused in one line.
-    other = _config(tmp_path, "other", steps=2, **{"model.name": "demo", "init.params_from": one.run_dir})
+    other = _config(tmp_path, "other", steps=2, **{"model": "demo", "init.params_from": one.run_dir})
     with pytest.raises(CheckpointError, match="checkpoint's model differs from the configured one in") as info:
         setup_stage(other, _data(0))
     assert "\n" not in str(info.value)

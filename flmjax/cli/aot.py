@@ -117,14 +117,14 @@ def lower_step(model_name: str, mesh, micro: int, seq: int, batch: int, **model_
     import jax
     import jax.numpy as jnp
 
-    from flmjax.config import get_model_config
+    from flmjax.config import Numerics, get_model_config
     from flmjax.train.config import OptimizerConfig
     from flmjax.train.loss import LossCoefficients
     from flmjax.train.optimizer import make_optimizer
     from flmjax.train.state import abstract_state, replicated
     from flmjax.train.step import jit_train_step, make_train_step
 
-    model = get_model_config(model_name, param_dtype="float32", **model_settings)
+    model = get_model_config(model_name, numerics=Numerics(param_dtype="float32", **model_settings))
     optimizer = make_optimizer(OptimizerConfig())
     state = abstract_state(model, optimizer, mesh)
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, state)
@@ -160,14 +160,14 @@ def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: str, dec
     import jax
     import jax.numpy as jnp
 
-    from flmjax.config import get_model_config
+    from flmjax.config import Numerics, get_model_config
     from flmjax.infer.decoder import Decoder
     from flmjax.model.pretrained import FLMAudio, abstract_params
     from flmjax.train.state import param_shardings
 
-    config = get_model_config(model_name, dtype=dtype, param_dtype=dtype)
+    config = get_model_config(model_name, numerics=Numerics.for_inference(dtype))
     if decode_block is not None:
-        config = config.replace(decode_block=decode_block)
+        config = config.with_numerics(decode_block=decode_block)
     params_sh = param_shardings(config, mesh)
     params = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_params(config), params_sh

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from flmjax.config import ModelConfig
+from flmjax.config import ModelConfig, Numerics
 from flmjax.errors import FlmjaxError
 
 CHECKPOINTS = "checkpoints"
@@ -64,9 +64,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return composite_checkpointer().restore(step_dir, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
-def model_config_of(path: str | os.PathLike, **runtime: Any) -> ModelConfig:
-    """The architecture a checkpoint was trained with (run-time numerics from `runtime`)."""
-    return ModelConfig.from_hf_dict(read_meta(path)["model"], **runtime)
+def model_config_of(path: str | os.PathLike, numerics: Numerics = Numerics()) -> ModelConfig:
+    """The architecture a checkpoint was trained with, computing with `numerics`."""
+    return ModelConfig.from_hf_dict(read_meta(path)["model"], numerics)
 
 
 def restore_params(path: str | os.PathLike, target: Any) -> Any:
@@ -77,9 +77,9 @@ def restore_params(path: str | os.PathLike, target: Any) -> Any:
 
 
 def params_for_inference(path: str | os.PathLike, config: ModelConfig, abstract: Any) -> Any:
-    """The parameters of a trainer checkpoint on this host's first device, cast to `config.param_dtype`;
+    """A trainer checkpoint's parameters on this host's first device, cast to `config.numerics.param_dtype`;
     `abstract` is the parameter tree's shapes (the model's `abstract_params(config)`)."""
     saved_dtype = np.dtype(read_meta(path)["param_dtype"])
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, saved_dtype, sharding=device), abstract)
-    return jax.tree_util.tree_map(lambda p: p.astype(config.param_dtype), restore_params(path, target))
+    return jax.tree_util.tree_map(lambda p: p.astype(config.numerics.param_dtype), restore_params(path, target))

@@ -61,7 +61,7 @@ class RingView(NamedTuple):
 
 
 def ring_block_size(config: ModelConfig, window: int) -> int:
-    return min(config.decode_block, window) if config.decode_block > 0 else window
+    return min(config.numerics.decode_block, window) if config.numerics.decode_block > 0 else window
 
 
 def filled_blocks(config: ModelConfig, cache_pos: jax.Array) -> jax.Array:
@@ -94,12 +94,12 @@ def attend_ring(q, new_k, new_v, new_mask, ring: RingView, layer, positions, blo
 
 def init_kv_cache(config: ModelConfig, batch: int, window: int) -> KVCache:
     shape = (config.num_layers, batch, window, config.num_kv_heads, config.head_dim)
-    dtype = jnp.dtype(config.dtype)
+    dtype = jnp.dtype(config.numerics.dtype)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.full((batch, window), -1, jnp.int32))
 
 
 def dtypes(config: ModelConfig) -> tuple[jnp.dtype, jnp.dtype]:
-    return jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+    return jnp.dtype(config.numerics.dtype), jnp.dtype(config.numerics.param_dtype)
 
 
 class StreamEmbedding(nn.Module):
@@ -162,7 +162,7 @@ class Attention(nn.Module):
         b, s = q.shape[:2]
         grouped = q.reshape(b, s, kvh, h // kvh, d)
         if ring is None:
-            out = attend(grouped, k, v, mask, d**-0.5, cfg.attention_chunk)
+            out = attend(grouped, k, v, mask, d**-0.5, cfg.numerics.attention_chunk)
         else:
             block = ring_block_size(cfg, ring.pos.shape[-1])
             out = attend_ring(grouped, k, v, mask, ring, layer, positions, block)
@@ -210,8 +210,8 @@ class Backbone(nn.Module):
         """
         cfg = self.config
         layer_cls = DecoderLayer
-        if cfg.remat != "none":
-            layer_cls = nn.remat(layer_cls, policy=REMAT_POLICY_FNS[cfg.remat], prevent_cse=False)
+        if cfg.numerics.remat != "none":
+            layer_cls = nn.remat(layer_cls, policy=REMAT_POLICY_FNS[cfg.numerics.remat], prevent_cse=False)
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
         layers = nn.scan(
             layer_cls,
@@ -219,7 +219,7 @@ class Backbone(nn.Module):
             split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
             length=cfg.num_layers,
-            unroll=1 if cfg.scan_layers else cfg.num_layers,
+            unroll=1 if cfg.numerics.scan_layers else cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(cfg, cache is not None, name="layers")
         if cache is None:
@@ -261,6 +261,6 @@ def make_text_head(module: nn.Module, config: ModelConfig) -> Any:
         "lm_head",
         nn.initializers.normal(config.initializer_range),
         (config.hidden_size, config.vocab_size),
-        jnp.dtype(config.param_dtype),
+        jnp.dtype(config.numerics.param_dtype),
         ("embed", "vocab"),
     )

@@ -29,7 +29,7 @@ class DepformerCache(NamedTuple):
 def init_depformer_cache(config: ModelConfig, batch: int) -> DepformerCache:
     d = config.depformer
     shape = (d.num_layers, batch, config.num_codebooks, d.num_heads, d.head_dim)
-    dtype = jnp.dtype(config.dtype)
+    dtype = jnp.dtype(config.numerics.dtype)
     return DepformerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 

@@ -35,7 +35,7 @@ class FLMAudioLM(nn.Module):
         self.depformer = Depformer(self.config)
 
     def text_logits(self, hidden: jax.Array) -> jax.Array:
-        dtype = jnp.dtype(self.config.dtype)
+        dtype = jnp.dtype(self.config.numerics.dtype)
         logits = hidden.astype(dtype) @ self.lm_head.astype(dtype)
         if self.config.use_mup:
             logits = logits * jnp.asarray(self.config.text_logit_scale, dtype)

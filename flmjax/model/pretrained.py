@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flmjax.config import ModelConfig, get_model_config
+from flmjax.config import ModelConfig, Numerics, get_model_config
 from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import checkpoint_quantization, load_hf_params, save_hf_params
 from flmjax.model.backbone import KVCache, init_kv_cache
@@ -64,7 +64,7 @@ class FLMAudio:
 
         `dtype` is both the compute dtype and the dtype parameters are held in (pass `param_dtype` to
         hold them differently, e.g. fp32 master weights with bf16 compute). Other keyword arguments set
-        run-time fields of `ModelConfig` (scan_layers, remat, attention_chunk).
+        the other fields of `Numerics` (scan_layers, remat, attention_chunk, decode_block).
 
         `quantize="int8"` quantises the matmul kernels after loading (flmjax.model.quant); a checkpoint
         exported in the int8 layout loads int8 whatever `quantize` says.
@@ -72,17 +72,17 @@ class FLMAudio:
         if quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
         path = os.fspath(path)
-        runtime.setdefault("param_dtype", dtype)
+        numerics = Numerics.for_inference(dtype, **runtime)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no such checkpoint directory")
         if not os.path.exists(os.path.join(path, "config.json")):
             if trainer_checkpoint.is_trainer_checkpoint(path):
-                config = trainer_checkpoint.model_config_of(path, dtype=dtype, **runtime)
+                config = trainer_checkpoint.model_config_of(path, numerics)
                 model = cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
                 return model.quantized() if quantize == "int8" else model
-        config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype, **runtime)
+        config = ModelConfig.from_json_file(os.path.join(path, "config.json"), numerics)
         stored = checkpoint_quantization(path)
-        param_dtype = np.dtype(jnp.dtype(config.param_dtype))
+        param_dtype = np.dtype(jnp.dtype(config.numerics.param_dtype))
         host = load_hf_params(path, config, abstract_params(config), param_dtype, quantized=stored == "int8")
         model = cls(config, jax.tree_util.tree_map(jnp.asarray, host))
         return model.quantized() if quantize == "int8" and stored == "none" else model
@@ -102,7 +102,7 @@ class FLMAudio:
         `FLMAudioForCausalLM.from_pretrained` loads. Tensors keep the parameters' dtype unless `dtype`
         (e.g. "bfloat16", the release's) is given. A quantised model writes the int8 layout (README,
         "int8 decoding"), which `from_pretrained` loads and the official code does not."""
-        dtype = dtype or self.config.param_dtype
+        dtype = dtype or self.config.numerics.param_dtype
         save_hf_params(out_dir, self.config, self.params, np.dtype(jnp.dtype(dtype)), max_shard_bytes)
 
     # --- computation -------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class RunCheckpoints:
         )
         self.directory = Path(run_dir) / CHECKPOINTS
         self.manager = ocp.CheckpointManager(self.directory, options=options)
-        self._meta = {"stage": stage, "model": model.to_hf_dict(), "param_dtype": model.param_dtype}
+        self._meta = {"stage": stage, "model": model.to_hf_dict(), "param_dtype": model.numerics.param_dtype}
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -1,66 +1,32 @@
-"""Stage configuration: nested frozen dataclasses, named config files, and `a.b=value` overrides.
+"""Stage configuration: nested frozen dataclasses, and command-line overrides of them parsed by tyro.
 
-A config file under `configs/` is Python holding plain data:
+A stage is a `TrainConfig`; the named ones are Python functions in `flmjax.configs` (one module per
+name). `with_overrides(config, ["--optimizer.peak_lr=8e-6", ...])` returns a copy with command-line
+overrides applied: tyro parses and type-checks every value against the dataclass fields (their
+comments are the `--help` text), and an unknown field or a value of the wrong type is one
+`ConfigError` line. tyro was chosen over draccus and fiddle: plain dataclasses stay the config (no
+builder objects as in fiddle), nested fields are dotted flags out of the box, and --help shows every
+field's type, default and comment.
 
-    BASE = "base"                      # the config it starts from (omit for the dataclass defaults)
-    OVERRIDES = {"optimizer.peak_lr": 8e-6, ...}   # dotted field -> value
-    CHAIN = ("post1", "post2", ...)    # optional: run these configs in order, this file's overrides on
-    STAGE_OVERRIDES = {"post1": {...}} # top of each (and per stage), each stage starting from the last
-
-The command line adds overrides with the same dotted names (`--optimizer.peak_lr=1e-5` or
-`--set optimizer.peak_lr=1e-5`); every override is validated against the dataclass field's type, and an
-unknown field or a value of the wrong type is one clear `ConfigError` line.
+To add a section (e.g. `lora.rank`): a frozen dataclass with defaults (validate in `__post_init__`,
+raising `ConfigError`) and a field `lora: LoraConfig = LoraConfig()` of `TrainConfig`; `--lora.rank=8`
+then works, and stage configs set it with `dataclasses.replace`.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib.util
 import math
 import os
-import types
-import typing
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from flmjax.config import DTYPES, REMAT_POLICIES, ConfigError, ModelConfig, get_model_config
-from flmjax.data.config import DataConfig, get_data_config
+import tyro
+
+from flmjax.config import DTYPES, MODEL_CONFIGS, ConfigError, DType, ModelConfig, Numerics, get_model_config
+from flmjax.data.config import CorpusSpec, DataConfig, get_data_config
 from flmjax.train.loss import LossCoefficients
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSettings:
-    """Which architecture (a name in `flmjax.config.MODEL_CONFIGS`) and its run-time numerics."""
-
-    name: str = "flm7b"
-    dtype: str = "bfloat16"  # compute
-    param_dtype: str = "float32"  # master weights (and so the optimizer state)
-    remat: str = "full"
-    scan_layers: bool = True
-    attention_chunk: int = 0
-    text_loss_chunk: int = 0
-
-    def __post_init__(self) -> None:
-        if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"model.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ConfigError(f"model.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
-
-    def build(self) -> ModelConfig:
-        return get_model_config(
-            self.name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            attention_chunk=self.attention_chunk,
-            text_loss_chunk=self.text_loss_chunk,
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +96,8 @@ class InitConfig:
     qwen_from: str = ""
     random_ok: bool = False
     seed: int = 0  # fresh parameters (random init, and what Qwen weights do not cover)
+    # What the error names when none of the above is given (post1 asks for Qwen weights instead).
+    start_hint: str = "--init.params_from=DIR: the previous stage's run directory or export"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +130,7 @@ class ExportConfig:
     the same for any checkpoint)."""
 
     dir: str = ""  # empty: no export
-    dtype: str = "bfloat16"  # the release's
+    dtype: DType = "bfloat16"  # the release's
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -171,7 +139,7 @@ class ExportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training stage. Defaults are the papers' Table 3 for post1 (see configs/)."""
+    """One training stage. Defaults are the papers' Table 3 for post1 (the named stages: flmjax/configs/)."""
 
     stage: str = "post1"
     epochs: float = 3.3  # the schedule length is ceil(epochs * samples / global batch) steps ...
@@ -179,13 +147,17 @@ class TrainConfig:
     # Gradient accumulation: each global batch (data.global_batch) is split into this many micro-batches;
     # -1: as many as leave one sequence per batch shard (data x fsdp devices) in each.
     micro_batches: int = 1
-    run_root: str = "runs"
+    run_root: str = "runs"  # run directories (and JAX's compilation cache) go under this
     run_dir: str = ""  # default: <run_root>/<stage>
     distributed: bool = False  # jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
     compile_cache: bool = True  # JAX's persistent compilation cache in <run_root>/jax_cache (resumes, chains)
-    model: ModelSettings = ModelSettings()
+    model: str = "flm7b"  # the architecture: a name in flmjax.config.MODEL_CONFIGS (flm7b, demo, tiny)
+    numerics: Numerics = Numerics(dtype="bfloat16", remat="full")  # how this run computes with it
     data: DataConfig = get_data_config("post1")  # corpora, layout, global batch (Table 3: 256), data seed
     eval_data: DataConfig | None = None  # a held-out split (e.g. a dev corpus) for evaluation; None: none
+    # The bundled demo corpus (every stage's default data) is for the demo only: any other stage reading
+    # it has not been pointed at real data yet, and stops at once saying so.
+    demo_data_ok: bool = False
     loss: LossCoefficients = LossCoefficients()
     dpo: DPOConfig | None = None  # set: the stage optimises DPO + SFT on preference pairs (data.preference)
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -196,16 +168,22 @@ class TrainConfig:
     export: ExportConfig = ExportConfig()
 
     def __post_init__(self) -> None:
+        if self.model not in MODEL_CONFIGS:
+            raise ConfigError(f"model must be one of {', '.join(sorted(MODEL_CONFIGS))}, got {self.model!r}")
         if self.micro_batches == 0 or self.micro_batches < -1 or self.data.global_batch % abs(self.micro_batches):
-            raise ConfigError(
-                f"data.global_batch {self.data.global_batch} must be a multiple of micro_batches {self.micro_batches} (or -1)"
-            )
+            batch, micro = self.data.global_batch, self.micro_batches
+            raise ConfigError(f"data.global_batch {batch} must be a multiple of micro_batches {micro} (or -1)")
         if self.epochs <= 0 and self.steps <= 0:
             raise ConfigError("set epochs > 0 or steps > 0")
         if self.steps < 0:
             raise ConfigError(f"steps must be >= 0, got {self.steps}")
         if (self.dpo is None) != (self.data.preference is None):
             raise ConfigError("dpo and data.preference go together: DPO trains on preference pairs, and only DPO does")
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The architecture named by `model`, computing with `numerics`."""
+        return get_model_config(self.model, numerics=self.numerics)
 
     @property
     def resolved_run_dir(self) -> str:
@@ -217,189 +195,132 @@ class TrainConfig:
             return self.steps
         return max(1, int(math.ceil(self.epochs * num_samples / self.data.global_batch)))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+# --- command-line overrides ------------------------------------------------------------------------
+
+# A mixture on the command line: one `name=NAME,prepared=DIR[,weight=W]` (or `manifest=FILE`) per corpus.
+_CORPUS_FIELDS = {"name": str, "manifest": str, "prepared": str, "weight": float}
 
 
-# --- overrides -----------------------------------------------------------------------------------
+def corpus_from_arg(text: str) -> CorpusSpec:
+    """`name=wenet,prepared=/data/wenet,weight=0.5` -> CorpusSpec (the inverse of `corpus_to_arg`)."""
+    fields: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in _CORPUS_FIELDS:
+            raise ConfigError(f"{item!r} is not one of {', '.join(f'{k}=...' for k in _CORPUS_FIELDS)}")
+        try:
+            fields[key.strip()] = _CORPUS_FIELDS[key.strip()](value)
+        except ValueError:
+            raise ConfigError(f"{key.strip()} must be a number, got {value!r}") from None
+    if "name" not in fields:
+        raise ConfigError(f"{text!r} has no name=...")
+    return CorpusSpec(**fields)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def corpus_to_arg(corpus: CorpusSpec) -> str:
+    fields = {f.name: getattr(corpus, f.name) for f in dataclasses.fields(corpus)}
+    return ",".join(f"{k}={v}" for k, v in fields.items() if v is not None and not (k == "weight" and v == 1.0))
 
 
-def _parse_text(text: str) -> Any:
-    """A command-line value: a Python literal when it is one (1e-5, True, (0.2, 2.0), "x"), else the text."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
+_REGISTRY = tyro.constructors.ConstructorRegistry()
+
+
+@_REGISTRY.primitive_rule
+def _corpora_rule(type_info: tyro.constructors.PrimitiveTypeInfo) -> tyro.constructors.PrimitiveConstructorSpec | None:
+    if type_info.type != tuple[CorpusSpec, ...]:
         return None
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs="*",
+        metavar="name=NAME,prepared=DIR[,weight=W] ...",
+        instance_from_str=lambda args: tuple(corpus_from_arg(a) for a in args),
+        is_instance=lambda x: isinstance(x, tuple) and all(isinstance(c, CorpusSpec) for c in x),
+        str_from_instance=lambda corpora: [corpus_to_arg(c) for c in corpora],
+    )
+
+
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _bool_from_arg(args: list[str]) -> bool:
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        return _BOOLS[args[0].lower()]
+    except KeyError:
+        raise ValueError(f"expected True or False, got {args[0]!r}") from None
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp` (converting CLI text, ints for floats, lists for tuples)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: cannot take {value!r}")
-    if origin is typing.Literal:
-        if isinstance(value, str) and value not in typing.get_args(tp):
-            value = _parse_text(value)
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where} must be one of {typing.get_args(tp)}, got {value!r}")
-        return value
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = _parse_text(value if "," in value or value.strip()[:1] in "([" else value + ",")
-        if not isinstance(value, (tuple, list)):
-            raise ConfigError(f"{where} must be a sequence, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}")
-            items = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
-        else:
-            item_tp = args[0] if args else Any
-            items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, Mapping):  # a fresh instance from its fields (the others keep their defaults)
-            hints = typing.get_type_hints(tp)
-            unknown = sorted(set(value) - set(hints))
-            if unknown:
-                raise ConfigError(f"unknown config field '{where}.{unknown[0]}' (known: {', '.join(sorted(hints))})")
-            try:
-                return tp(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in value.items()})
-            except TypeError as e:
-                raise ConfigError(f"{where}: {e}") from None
-        raise ConfigError(f"{where} must be a {tp.__name__} or a mapping of its fields, got {value!r}")
-    if isinstance(value, str) and tp is not str:
-        value = _parse_text(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is bool and isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
-        return bool(value)
-    if isinstance(tp, type) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
-    return value
+@_REGISTRY.primitive_rule
+def _bool_rule(type_info: tyro.constructors.PrimitiveTypeInfo) -> tyro.constructors.PrimitiveConstructorSpec | None:
+    """Booleans take a value in any case (`--log.tensorboard=false`), as every other field does."""
+    if type_info.type is not bool:
+        return None
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="{True,False}",
+        instance_from_str=_bool_from_arg,
+        is_instance=lambda x: isinstance(x, bool),
+        str_from_instance=lambda x: [str(x)],
+    )
 
 
-def apply_overrides(config: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
-    """A copy of the dataclass `config` with dotted-name overrides applied (values may be CLI text).
+def _flag(argument: Any) -> str:
+    """The flag of a tyro argument (internal type: fall back to its text)."""
+    names = getattr(getattr(argument, "lowered", None), "name_or_flags", None)
+    return names[0] if names else str(argument)
 
-    A value for a nested dataclass field may itself be a mapping of that dataclass's fields.
+
+def _one_line(event: Any) -> None:
+    """tyro's parse-failure hook: raise a one-line ConfigError instead of tyro's boxed message.
+
+    tyro 1.0's hook module is private (tyro._errors; the version is pinned in requirements.txt): any
+    event this does not know falls through to tyro's own message.
     """
-    nested: dict[str, dict[str, Any]] = {}
-    direct: dict[str, Any] = {}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            direct[head] = value
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    hints = typing.get_type_hints(type(config))
-    changes: dict[str, Any] = {}
-    for name in [*direct, *nested]:
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config field '{prefix}{name}' (known: {known})")
-    for name, value in direct.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-            changes[name] = apply_overrides(getattr(config, name), value, prefix=f"{prefix}{name}.")
-        else:
-            changes[name] = _coerce(value, tp, f"{prefix}{name}")
-    for name, sub in nested.items():
-        inner = changes.get(name, getattr(config, name))
-        if not dataclasses.is_dataclass(inner):
-            raise ConfigError(f"config field {prefix}{name} has no sub-fields (tried {prefix}{name}.{next(iter(sub))})")
-        changes[name] = apply_overrides(inner, sub, prefix=f"{prefix}{name}.")
-    try:
-        return dataclasses.replace(config, **changes)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
+    from tyro import _errors
+
+    if isinstance(event, _errors.UnrecognizedArgs):
+        fields = [t.lstrip("-").partition("=")[0] for t in event.tokens if t.startswith("--")]
+        what = f"config field '{fields[0]}'" if fields else f"argument {event.tokens[0]!r}"
+        raise ConfigError(f"unknown {what} (--help lists every field with its type)")
+    if isinstance(event, _errors.InvalidChoice):
+        choices = ", ".join(event.choices)
+        raise ConfigError(f"{_flag(event.argument)} must be one of {choices}, got {event.value!r}")
+    if isinstance(event, _errors.BadValue):
+        raise ConfigError(f"{_flag(event.argument)}: missing or unexpected value {event.offending_value or ''}".strip())
+    if isinstance(event, _errors.InstantiationFailure):
+        where = f"{_flag(event.argument)}: " if event.argument is not None else ""
+        raise ConfigError(f"{where}{' '.join(event.message.split())}")
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    from tyro import _errors
+
+    with _errors.on_parse_error(_one_line):
+        yield
+
+
+def with_overrides(
+    config: TrainConfig, args: Sequence[str], prog: str = "flmjax-train", description: str | None = None
+) -> TrainConfig:
+    """`config` with command-line overrides (`--optimizer.peak_lr=8e-6`, `--steps 12`) applied.
+
+    Booleans take values (`--log.tensorboard=False`); `--help` prints every field with its type and
+    this config's value as the default, and exits (SystemExit 0).
+    """
+    markers = (tyro.conf.FlagConversionOff, tyro.conf.AvoidSubcommands)
+    with _one_line_errors():
+        try:
+            return tyro.cli(
+                TrainConfig,
+                default=config,
+                args=list(args),
+                prog=prog,
+                description=description,
+                use_underscores=True,
+                config=markers,
+                registry=_REGISTRY,
+            )
+        except ConfigError:
             raise
-        raise ConfigError(f"{prefix or 'config'}: {e}") from None
-
-
-def parse_override(item: str) -> tuple[str, str]:
-    """`a.b=value` -> ("a.b", "value")."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} is not of the form field.name=value")
-    return key.strip().lstrip("-"), value
-
-
-# --- named config files --------------------------------------------------------------------------
-
-
-def _config_path(name: str) -> Path:
-    path = Path(name)
-    if path.suffix == ".py" or os.sep in name:
-        return path
-    return CONFIG_DIR / f"{name}.py"
-
-
-def _load_module(name: str) -> types.ModuleType:
-    path = _config_path(name)
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
-        raise ConfigError(f"unknown config {name!r}: no {path} (known: {', '.join(known)})")
-    spec = importlib.util.spec_from_file_location(f"flmjax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_config(name: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The `TrainConfig` of config file `name` (following its BASE chain), then `overrides` applied.
-
-    A chain config (one with CHAIN) cannot be loaded as one stage: use `load_stages`.
-    """
-    module = _load_module(name)
-    if getattr(module, "CHAIN", None):
-        raise ConfigError(f"config {name!r} is a chain of stages {tuple(module.CHAIN)}; load it with load_stages")
-    base = getattr(module, "BASE", None)
-    config = load_config(base) if base else TrainConfig()
-    config = apply_overrides(config, getattr(module, "OVERRIDES", {}))
-    return apply_overrides(config, overrides or {})
-
-
-def load_stages(name: str, overrides: Mapping[str, Any] | None = None) -> list[TrainConfig]:
-    """The stages a config names: itself, or for a chain config each stage of CHAIN with the chain's
-    OVERRIDES and STAGE_OVERRIDES[stage] on top. Each chained stage after the first starts from the
-    previous stage's run directory (`init.params_from`) unless an override says otherwise."""
-    module = _load_module(name)
-    chain: Sequence[str] = getattr(module, "CHAIN", ()) or ()
-    if not chain:
-        return [load_config(name, overrides)]
-    common = dict(getattr(module, "OVERRIDES", {}))
-    per_stage: Mapping[str, Mapping[str, Any]] = getattr(module, "STAGE_OVERRIDES", {})
-    stages: list[TrainConfig] = []
-    for stage in chain:
-        config = load_config(stage, common)
-        if stages:
-            config = apply_overrides(config, {"init.params_from": stages[-1].resolved_run_dir})
-        config = apply_overrides(config, {**per_stage.get(stage, {}), **(overrides or {})})
-        stages.append(config)
-    return stages
+        except (TypeError, ValueError) as e:  # a field's own validation, raised while constructing
+            raise ConfigError(" ".join(str(e).split())) from None

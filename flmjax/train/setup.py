@@ -85,14 +85,11 @@ def check_can_start(config: TrainConfig) -> None:
             raise SetupError(f"{config.stage}: init.{field}={path} does not exist")
     needs = []
     if not (init.state_from or init.params_from or init.qwen_from or init.random_ok):
-        if config.stage == "post1":
-            needs.append("a start (--init.qwen_from=DIR: Qwen2.5-VL or Qwen2.5 weights in HF safetensors)")
-        else:
-            needs.append("a start (--init.params_from=DIR: the previous stage's run directory or export)")
+        needs.append(f"a start ({init.start_hint})")
     reads_demo = any(c.manifest and Path(c.manifest).resolve().is_relative_to(DEMO_DIR) for c in config.data.corpora)
-    if reads_demo and config.model.name != "demo":
+    if reads_demo and not config.demo_data_ok:
         needs.append(
-            'data (its corpora are the demo corpus: --data.corpora=\'({"name": NAME, "prepared": DIR},)\' '
+            "data (its corpora are the demo corpus: --data.corpora name=NAME,prepared=DIR ... "
             "with folders from launch/prepare_data.py)"
         )
     if needs:
@@ -149,7 +146,7 @@ def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise SetupError(f"init.params_from={path}: neither an flmjax checkpoint nor an HF-layout directory")
     ckpt.check_same_model(path, ModelConfig.from_json_file(os.path.join(path, "config.json")), model)
-    return load_hf_params(path, model, abstract_params(model), np.dtype(model.param_dtype))
+    return load_hf_params(path, model, abstract_params(model), np.dtype(model.numerics.param_dtype))
 
 
 def _reference_params(
@@ -167,11 +164,12 @@ def _reference_params(
 
 def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
     """Everything a stage's loop needs. `data` replaces the stage's configured pipeline (tests)."""
+    if data is None:
+        check_can_start(config)  # before anything global changes (distributed runtime, compilation cache)
     initialize_distributed(config)
     enable_compile_cache(config)
-    model = config.model.build()
+    model = config.model_config
     if data is None:
-        check_can_start(config)
         data = open_stage_data(config, model.tokens)
     m = config.mesh
     try:

@@ -42,12 +42,12 @@ def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
     """`loss_terms` of the sequences `batch["tokens"]` under `params` (with `text_loss_chunk`, the text
     logits a block of columns at a time)."""
     tokens, config = batch["tokens"], module.config
-    if config.text_loss_chunk <= 0:
+    if config.numerics.text_loss_chunk <= 0:
         text_logits, audio_logits = module.apply({"params": params}, tokens)
         return loss_terms(text_logits, audio_logits, tokens, batch["weights"], config.tokens)
     hidden, audio_logits = module.apply({"params": params}, tokens, method=FLMAudioLM.features)
     logits_of = lambda h: module.apply({"params": params}, h, method=FLMAudioLM.text_logits)  # noqa: E731
-    text_ce, text_ok = chunked_text_ce_and_correct(logits_of, hidden, tokens[:, 1:, 0], config.text_loss_chunk)
+    text_ce, text_ok = chunked_text_ce_and_correct(logits_of, hidden, tokens[:, 1:, 0], config.numerics.text_loss_chunk)
     return terms_of(text_ce, text_ok, audio_logits, tokens, batch["weights"], config.tokens)
 
 
