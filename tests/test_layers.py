@@ -20,7 +20,8 @@ ALLOWED = {
     "train": BASE | {"mimi", "interop", "model", "data"},
     "infer": BASE | {"mimi", "interop", "model", "data"},
     "eval": BASE | {"mimi", "interop", "model", "data", "infer", "api"},
-    "cli": BASE | {"mimi", "interop", "model", "data", "train", "infer", "eval", "api"},
+    "configs": BASE | {"data", "train"},  # the named stage configs
+    "cli": BASE | {"mimi", "interop", "model", "data", "train", "configs", "infer", "eval", "api"},
     "api": {"model"},  # flmjax/__init__.py: `from flmjax import FLMAudio`
 }
 
