@@ -63,7 +63,7 @@ def test_tokens_follow_the_checkpoint_config():
     [
         ({"numerics": {"remat": "sometimes"}}, "remat must be one of"),
         ({"numerics": {"dtype": "int8"}}, "dtype must be one of"),
-        ({"numerics": {"attention_chunk": -1}}, "attention_chunk and decode_block must be >= 0"),
+        ({"numerics": {"attention_chunk": -1}}, "attention_chunk must be >= 0"),
         ({"num_kv_heads": 3}, "not a multiple of num_kv_heads"),
     ],
 )
