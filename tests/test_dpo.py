@@ -142,7 +142,7 @@ def test_a_dpo_stage_trains_evaluates_and_its_reference_is_its_start(tmp_path, _
     import json
 
     from flmjax.data.config import get_data_config
-    from flmjax.train.config import TrainConfig, apply_overrides
+    from flmjax.train.config import TrainConfig, with_overrides
     from flmjax.train.data import StageData
     from flmjax.train.loop import train
     from tests.synthetic_data import synthetic_pair_batches
@@ -150,11 +150,12 @@ def test_a_dpo_stage_trains_evaluates_and_its_reference_is_its_start(tmp_path, _
     config = get_model_config("tiny")
 
     def stage(name, steps, **init):
-        settings = {"stage": name, "run_root": str(tmp_path), "model.name": "tiny", "model.dtype": "float32",
-                    "model.remat": "none", "steps": steps, "log.every_steps": 1, "log.progress": False,
+        settings = {"stage": name, "run_root": str(tmp_path), "model": "tiny", "numerics.dtype": "float32",
+                    "numerics.remat": "none", "steps": steps, "log.every_steps": 1, "log.progress": False,
                     "log.tensorboard": False, "log.eval_batches": 1, "log.eval_every_steps": 0,
                     "optimizer.peak_lr": 1e-3, "optimizer.warmup_fraction": 0.0, **init}  # fmt: skip
-        cfg = apply_overrides(TrainConfig(data=get_data_config("dpo", global_batch=4), dpo=DPOConfig()), settings)
+        base = TrainConfig(data=get_data_config("dpo", global_batch=4), dpo=DPOConfig())
+        cfg = with_overrides(base, [f"--{k}={v}" for k, v in settings.items()])
         data = StageData(synthetic_pair_batches(config, FRAMES, 16, 4), 16,
                          eval=lambda: synthetic_pair_batches(config, FRAMES, 4, 4, seed=7))  # fmt: skip
         result = train(cfg, data)
