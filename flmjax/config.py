@@ -39,6 +39,39 @@ class DepformerConfig:
         return int(8 * self.dim / 3)  # 2730 for dim 1024, as the release computes it
 
 
+LORA_TARGETS = ("attention", "mlp", "depformer", "audio_tables")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters on the frozen base's weights (`flmjax.model.lora`): W + scale * A @ B.
+
+    `targets`: groups of weights that get adapters: "attention" (the backbone's q/k/v/o), "mlp" (its
+    gate/up/down), "depformer" (its attention and per-position MLPs), "audio_tables" (the backbone's
+    speak/listen embeddings, the depformer's code embeddings and output heads). `alpha`: scale =
+    alpha / rank; 0 means scale 2 (moshi-finetune's `scaling`). `dropout` applies to the adapters' inputs
+    of projections (not to table look-ups) while training.
+    """
+
+    rank: int = 128
+    alpha: float = 0.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("attention", "mlp")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"lora.rank must be >= 1, got {self.rank}")
+        if self.alpha < 0 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.alpha must be >= 0 and lora.dropout in [0, 1), got {self.alpha}, {self.dropout}")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets:
+            raise ConfigError(f"lora.targets must be a non-empty subset of {LORA_TARGETS}, got {self.targets}")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank if self.alpha else 2.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Numerics:
     """How a run computes with an architecture, chosen per run and never saved with a checkpoint."""
@@ -69,7 +102,7 @@ class Numerics:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The architecture: every field but `numerics` is what a checkpoint's config.json records."""
+    """The architecture: every field but `numerics` and `lora` is what a checkpoint's config.json records."""
 
     hidden_size: int = 3584
     num_layers: int = 28
@@ -90,6 +123,7 @@ class ModelConfig:
     depformer: DepformerConfig = DepformerConfig()
     tokens: TokenIds = RELEASE_TOKENS
     numerics: Numerics = Numerics()  # per run, not part of the architecture
+    lora: LoraConfig | None = None  # per run: adapters read from the `lora` variable collection (flmjax.model.lora)
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:

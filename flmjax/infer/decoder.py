@@ -141,7 +141,9 @@ class Decoder:
             return DecoderState(
                 tokens=select_rows(mask, ring, state.tokens),
                 offset=select_rows(mask, 0, state.offset),
-                kv=state.kv._replace(pos=select_rows(mask, -1, state.kv.pos)),  # empty slots: the old keys are never attended
+                kv=state.kv._replace(
+                    pos=select_rows(mask, -1, state.kv.pos)
+                ),  # empty slots: the old keys are never attended
                 history=state.history,
                 history_frame=select_rows(mask, -1, state.history_frame),
                 keys=select_rows(mask, jax.vmap(jax.random.PRNGKey)(seeds), state.keys),

@@ -26,6 +26,7 @@ from flmjax.model.layers import (
     param_with_axes,
     rope_cos_sin,
 )
+from flmjax.model.lora import LORA, dense, table
 
 REMAT_POLICY_FNS = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -120,6 +121,10 @@ class StreamEmbedding(nn.Module):
         table_axes = ("codebooks", "audio_vocab", "embed")
         speak = param_with_axes(self, "aud_speak_embeddings", init, table_shape, param_dtype, table_axes)
         listen = param_with_axes(self, "aud_listen_embeddings", init, table_shape, param_dtype, table_axes)
+        speak, listen = (
+            table(self, "aud_speak_embeddings", speak, cfg.lora),
+            table(self, "aud_listen_embeddings", listen, cfg.lora),
+        )
         emb = jnp.take(text, tokens[..., 0], axis=0).astype(dtype)
         for c in range(n):
             pair = jnp.take(speak[c], tokens[..., 1 + c], axis=0).astype(dtype) + jnp.take(
@@ -147,7 +152,7 @@ class Attention(nn.Module):
             w = param_with_axes(
                 self, f"{name}_proj_kernel", init, (e, heads, d), param_dtype, ("embed", head_axis, "head_dim")
             )
-            y = jnp.einsum("bse,ehd->bshd", x.astype(dtype), w.astype(dtype))
+            y = dense(self, f"{name}_proj_kernel", "bse,ehd->bshd", x, w, dtype, cfg.lora)
             if cfg.qkv_bias:
                 b = param_with_axes(
                     self, f"{name}_proj_bias", nn.initializers.zeros, (heads, d), param_dtype, (head_axis, "head_dim")
@@ -167,7 +172,7 @@ class Attention(nn.Module):
             block = ring_block_size(cfg, ring.pos.shape[-1])
             out = attend_ring(grouped, k, v, mask, ring, layer, positions, block)
         wo = param_with_axes(self, "o_proj_kernel", init, (h, d, e), param_dtype, ("q_heads", "head_dim", "embed"))
-        y = jnp.einsum("bshd,hde->bse", out.reshape(b, s, h, d), wo.astype(dtype))
+        y = dense(self, "o_proj_kernel", "bshd,hde->bse", out.reshape(b, s, h, d), wo, dtype, cfg.lora)
         if cfg.o_bias:
             y = y + param_with_axes(self, "o_proj_bias", nn.initializers.zeros, (e,), param_dtype, ("embed",)).astype(
                 dtype
@@ -189,7 +194,12 @@ class DecoderLayer(nn.Module):
         x = residual + y
         y = RMSNorm(cfg.rms_norm_eps, param_dtype, name="post_attention_layernorm")(x)
         y = SwiGLU(
-            cfg.intermediate_size, dtype, param_dtype, nn.initializers.normal(cfg.initializer_range), name="mlp"
+            cfg.intermediate_size,
+            dtype,
+            param_dtype,
+            nn.initializers.normal(cfg.initializer_range),
+            cfg.lora,
+            name="mlp",
         )(y)
         x = constrain(x + y, ("activation_batch", "activation_length", "activation_embed"))
         return x, (new_kv if self.returns_kv else None)
@@ -215,8 +225,8 @@ class Backbone(nn.Module):
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
         layers = nn.scan(
             layer_cls,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
+            variable_axes={"params": 0, LORA: 0},
+            split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
             length=cfg.num_layers,
             unroll=1 if cfg.numerics.scan_layers else cfg.num_layers,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flmjax.config import ModelConfig
 from flmjax.model.backbone import dtypes
 from flmjax.model.layers import RMSNorm, attend, constrain, param_with_axes
+from flmjax.model.lora import LORA, dense, table
 
 
 class DepformerCache(NamedTuple):
@@ -59,7 +60,7 @@ class DepformerLayer(nn.Module):
         c_attn = param_with_axes(
             self, "c_attn_kernel", init, (d, 3, h, hd), param_dtype, ("dep_embed", "qkv", "dep_heads", "head_dim")
         )
-        qkv = jnp.einsum("npd,dthe->tnphe", y.astype(dtype), c_attn.astype(dtype))
+        qkv = dense(self, "c_attn_kernel", "npd,dthe->tnphe", y, c_attn, dtype, cfg.lora)
         q, k, v = qkv[0], qkv[1], qkv[2]
         if cached_kv is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cached_kv[0], k, position, axis=1)
@@ -68,7 +69,7 @@ class DepformerLayer(nn.Module):
         c_proj = param_with_axes(
             self, "c_proj_kernel", proj_init, (h, hd, d), param_dtype, ("dep_heads", "head_dim", "dep_embed")
         )
-        x = x + jnp.einsum("nphe,hed->npd", out[:, :, :, 0, :], c_proj.astype(dtype))
+        x = x + dense(self, "c_proj_kernel", "nphe,hed->npd", out[:, :, :, 0, :], c_proj, dtype, cfg.lora)
 
         y = RMSNorm(dep.norm_eps, param_dtype, name="ln_2")(x).astype(dtype)
         mlp_axes_in = ("codebooks", "dep_embed", "dep_mlp")
@@ -78,10 +79,15 @@ class DepformerLayer(nn.Module):
         down = param_with_axes(
             self, "mlps_down_proj", init, (*stack, dep.mlp_dim, d), param_dtype, ("codebooks", "dep_mlp", "dep_embed")
         )
-        gate, up, down = (_at(w, position).astype(dtype) for w in (gate, up, down))
-        hidden = nn.silu(jnp.einsum("npd,pdf->npf", y, gate)) * jnp.einsum("npd,pdf->npf", y, up)
+
+        def project(name, spec, x, w):  # the weights (and adapters) of the positions computed
+            return dense(self, name, spec, x, w, dtype, cfg.lora, select=lambda t: _at(t, position))
+
+        hidden = nn.silu(project("mlps_gate_proj", "npd,pdf->npf", y, gate)) * project(
+            "mlps_up_proj", "npd,pdf->npf", y, up
+        )
         hidden = constrain(hidden, ("activation_batch", None, "activation_mlp"))
-        x = constrain(x + jnp.einsum("npf,pfd->npd", hidden, down), ("activation_batch", None, None))
+        x = constrain(x + project("mlps_down_proj", "npf,pfd->npd", hidden, down), ("activation_batch", None, None))
         return x, ((k, v) if self.returns_kv else None)
 
 
@@ -110,6 +116,7 @@ class Depformer(nn.Module):
             self, "lm_heads", init, (n_cb, d, a), param_dtype, ("codebooks", "dep_embed", "audio_vocab")
         )
 
+        wtes, heads = table(self, "wtes", wtes, cfg.lora), table(self, "lm_heads", heads, cfg.lora)
         tables = _at(wtes, position)  # [P, A, D]
         token_emb = jax.vmap(lambda table, ids: jnp.take(table, ids, axis=0), in_axes=(0, 1), out_axes=1)(
             tables, prev_codes
@@ -125,8 +132,8 @@ class Depformer(nn.Module):
             cached = (cache.k, cache.v)
         layers = nn.scan(
             DepformerLayer,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
+            variable_axes={"params": 0, LORA: 0},
+            split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast, nn.broadcast, 0),
             length=dep.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},

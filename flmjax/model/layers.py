@@ -8,6 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flmjax.config import LoraConfig
+from flmjax.model.lora import dense
+
 Initializer = nn.initializers.Initializer
 SCALE_SUFFIX = "_scale"  # beside an int8 kernel: its per-output-channel scales (flmjax.model.quant)
 
@@ -132,6 +135,7 @@ class SwiGLU(nn.Module):
     dtype: jnp.dtype
     param_dtype: jnp.dtype
     init: Initializer
+    lora: LoraConfig | None = None
     in_axis: str = "embed"
     hidden_axis: str = "mlp"
 
@@ -147,6 +151,9 @@ class SwiGLU(nn.Module):
         down = param_with_axes(
             self, "down_proj", self.init, (self.hidden, dim), self.param_dtype, (self.hidden_axis, self.in_axis)
         )
-        x = x.astype(self.dtype)
-        h = nn.silu(x @ gate.astype(self.dtype)) * (x @ up.astype(self.dtype))
-        return h @ down.astype(self.dtype)
+
+        def project(name, x, w):
+            return dense(self, name, "...d,df->...f", x, w, self.dtype, self.lora)
+
+        h = nn.silu(project("gate_proj", x, gate)) * project("up_proj", x, up)
+        return project("down_proj", h, down)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any
 
@@ -11,9 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flmjax.config import ModelConfig, Numerics, get_model_config
+from flmjax.config import LoraConfig, ModelConfig, Numerics, get_model_config
 from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import checkpoint_quantization, load_hf_params, save_hf_params
+from flmjax.interop.lora_file import LoraFileError, read_adapters
+from flmjax.model import lora as lora_lib
 from flmjax.model.backbone import KVCache, init_kv_cache
 from flmjax.model.depformer import DepformerCache, init_depformer_cache
 from flmjax.model.flm_audio import FLMAudioLM
@@ -78,7 +81,14 @@ class FLMAudio:
         if not os.path.exists(os.path.join(path, "config.json")):
             if trainer_checkpoint.is_trainer_checkpoint(path):
                 config = trainer_checkpoint.model_config_of(path, numerics)
-                model = cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
+                lora = trainer_checkpoint.read_meta(path).get("lora")
+                if lora:  # a LoRA run: its base with the adapters merged in
+                    base = cls.from_pretrained(lora["base"], dtype="float32")
+                    adapters, lora_config = restore_adapters(path, base.params)
+                    merged = lora_lib.merge(base.params, adapters, lora_config)
+                    model = cls(config, jax.tree_util.tree_map(lambda p: p.astype(config.numerics.param_dtype), merged))
+                else:
+                    model = cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
                 return model.quantized() if quantize == "int8" else model
         config = ModelConfig.from_json_file(os.path.join(path, "config.json"), numerics)
         stored = checkpoint_quantization(path)
@@ -94,6 +104,21 @@ class FLMAudio:
     @property
     def is_quantized(self) -> bool:
         return is_quantized(self.params)
+
+    def with_lora(self, path: str | os.PathLike) -> FLMAudio:
+        """This model with the adapters of an adapters-only file (`launch/export.py --adapters-only`)
+        merged in; the file must have been made for this very base (architecture and fingerprint)."""
+        adapters, lora, meta = read_adapters(path)
+        base_config = ModelConfig.from_hf_dict(json.loads(meta["base_config"]))
+        if base_config.to_hf_dict() != self.config.to_hf_dict():
+            raise LoraFileError(f"{path}: adapters for another architecture than this checkpoint's")
+        have = lora_lib.fingerprint(self.params)
+        if meta["base_fingerprint"] != have:
+            raise LoraFileError(
+                f"{path}: adapters for base checkpoint {meta['base_fingerprint']} ({meta.get('base')}), "
+                f"but this base is {have}"
+            )
+        return FLMAudio(self.config, lora_lib.merge(self.params, adapters, lora))
 
     def save_pretrained(
         self, out_dir: str | os.PathLike, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30
@@ -149,3 +174,29 @@ class FLMAudio:
     def depformer_step(self, cache: DepformerCache, hidden: jax.Array, prev_code: jax.Array, position: int | jax.Array):
         """Depformer position `position` for hidden [B, E] given the previous code [B] -> (logits [B, A], cache)."""
         return self._depformer_step(self.params, hidden, prev_code, jnp.asarray(position, jnp.int32), cache)
+
+
+def lora_of_run(meta: dict[str, Any]) -> LoraConfig:
+    """The adapters' settings a LoRA run's checkpoint meta records."""
+    fields = meta["lora"]
+    return LoraConfig(fields["rank"], fields["alpha"], fields["dropout"], tuple(fields["targets"]))
+
+
+def restore_adapters(path: str | os.PathLike, base: Any = None) -> tuple[dict, LoraConfig]:
+    """The adapters of a LoRA run's checkpoint (onto this host's first device), checked against `base`
+    (the base's parameters) when given."""
+    meta = trainer_checkpoint.read_meta(path)
+    if not meta.get("lora"):
+        raise trainer_checkpoint.CheckpointError(f"{path}: not a LoRA run (its checkpoint holds full parameters)")
+    lora = lora_of_run(meta)
+    if base is not None:
+        want, have = meta["lora"]["base_fingerprint"], lora_lib.fingerprint(base)
+        if want != have:
+            raise trainer_checkpoint.CheckpointError(
+                f"{path}: adapters trained on a base with fingerprint {want}, but {meta['lora']['base']} now has {have}"
+            )
+    shapes = abstract_params(ModelConfig.from_hf_dict(meta["model"]))
+    adapters = jax.eval_shape(lambda k: lora_lib.init_adapters(shapes, lora, k), jax.random.PRNGKey(0))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), adapters)
+    return trainer_checkpoint.restore_params(path, target), lora

@@ -4,6 +4,8 @@ metadata), resuming a train state, and exporting one in the release's layout.
 The layout of a run directory and the reading of its parameters are `flmjax.interop.trainer_checkpoint`'s
 (the model loads trainer checkpoints without knowing of training). Saves are asynchronous; the newest
 `keep` are kept.
+A LoRA run's `params` are its adapters; `meta.lora` names their settings and the base they adapt
+(its path and fingerprint), which inference and exports load and check.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from flmjax.config import ModelConfig
+from flmjax.config import LoraConfig, ModelConfig
+from flmjax.interop import lora_file
 from flmjax.interop.trainer_checkpoint import (
     CHECKPOINTS,
     CheckpointError,
@@ -25,7 +28,7 @@ from flmjax.interop.trainer_checkpoint import (
     locate_step_dir,
     read_meta,
 )
-from flmjax.model.pretrained import FLMAudio
+from flmjax.model.pretrained import FLMAudio, restore_adapters
 from flmjax.train.config import CheckpointConfig
 from flmjax.train.state import TrainState
 
@@ -70,6 +73,20 @@ class RunCheckpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def set_lora(self, lora: LoraConfig, base: str, fingerprint: str) -> None:
+        """Record in every checkpoint's meta that its parameters are adapters of `base`."""
+        self._meta["lora"] = {
+            "rank": lora.rank,
+            "alpha": lora.alpha,
+            "dropout": lora.dropout,
+            "targets": list(lora.targets),
+            "base": base,
+            "base_fingerprint": fingerprint,
+        }
+
+    def read_latest_meta(self) -> dict[str, Any]:
+        return read_meta(self.directory / str(self.latest_step()))
+
     def save(self, step: int, state: TrainState, data_iterator: Any | None) -> None:
         """Start saving `state` (after `step` updates) and the data iterator's position; returns before
         the arrays are written."""
@@ -101,8 +118,24 @@ def export_checkpoint(
     path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "bfloat16", quantize: str = "none"
 ) -> Path:
     """Write a trainer checkpoint (run or step directory) in the release's HF layout (`quantize="int8"`:
-    the int8 weight-only layout, see flmjax.model.quant)."""
+    the int8 weight-only layout, see flmjax.model.quant); a LoRA run: its base with the adapters merged in."""
     step_dir = locate_step_dir(path)
     model = FLMAudio.from_pretrained(step_dir, dtype=read_meta(step_dir)["param_dtype"], quantize=quantize)
     model.save_pretrained(out_dir, dtype=dtype)
     return Path(out_dir)
+
+
+def export_adapters(path: str | os.PathLike, out_file: str | os.PathLike) -> Path:
+    """Write a LoRA run's adapters alone (fp32 safetensors, with the base's fingerprint; `--lora FILE`)."""
+    step_dir = locate_step_dir(path)
+    meta = read_meta(step_dir)
+    adapters, lora = restore_adapters(step_dir)
+    lora_file.save_adapters(
+        out_file,
+        jax.device_get(adapters),
+        lora,
+        meta["lora"]["base_fingerprint"],
+        meta["model"],
+        meta["lora"]["base"],
+    )
+    return Path(out_file)

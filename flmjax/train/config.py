@@ -24,9 +24,11 @@ from typing import Any
 
 import tyro
 
-from flmjax.config import DTYPES, MODEL_CONFIGS, ConfigError, DType, ModelConfig, Numerics, get_model_config
+from flmjax.config import DTYPES, MODEL_CONFIGS, ConfigError, DType, LoraConfig, ModelConfig, Numerics, get_model_config
 from flmjax.data.config import CorpusSpec, DataConfig, get_data_config
 from flmjax.train.loss import LossCoefficients
+
+FROM_BASE = "base"  # TrainConfig.model: the architecture of init.params_from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +153,9 @@ class TrainConfig:
     run_dir: str = ""  # default: <run_root>/<stage>
     distributed: bool = False  # jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
     compile_cache: bool = True  # JAX's persistent compilation cache in <run_root>/jax_cache (resumes, chains)
-    model: str = "flm7b"  # the architecture: a name in flmjax.config.MODEL_CONFIGS (flm7b, demo, tiny)
+    # The architecture: a name in flmjax.config.MODEL_CONFIGS (flm7b, demo, tiny), or "base": the one
+    # init.params_from holds (its config.json, or a run's checkpoint).
+    model: str = "flm7b"
     numerics: Numerics = Numerics(dtype="bfloat16", remat="full")  # how this run computes with it
     data: DataConfig = get_data_config("post1")  # corpora, layout, global batch (Table 3: 256), data seed
     eval_data: DataConfig | None = None  # a held-out split (e.g. a dev corpus) for evaluation; None: none
@@ -166,9 +170,10 @@ class TrainConfig:
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
     export: ExportConfig = ExportConfig()
+    lora: LoraConfig | None = None  # LoRA adapters trained on the frozen base init.params_from; None: full training
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_CONFIGS:
+        if self.model not in MODEL_CONFIGS and self.model != FROM_BASE:
             raise ConfigError(f"model must be one of {', '.join(sorted(MODEL_CONFIGS))}, got {self.model!r}")
         if self.micro_batches == 0 or self.micro_batches < -1 or self.data.global_batch % abs(self.micro_batches):
             batch, micro = self.data.global_batch, self.micro_batches
@@ -182,8 +187,24 @@ class TrainConfig:
 
     @property
     def model_config(self) -> ModelConfig:
-        """The architecture named by `model`, computing with `numerics`."""
-        return get_model_config(self.model, numerics=self.numerics)
+        """The architecture named by `model` (or init.params_from's), computing with `numerics`, with
+        the LoRA adapters of `lora`."""
+        if self.model != FROM_BASE:
+            model = get_model_config(self.model, numerics=self.numerics)
+        else:
+            from flmjax.interop import trainer_checkpoint
+
+            path = self.init.params_from
+            if path and trainer_checkpoint.is_trainer_checkpoint(path):
+                model = trainer_checkpoint.model_config_of(path, self.numerics)
+            elif path and os.path.isfile(os.path.join(path, "config.json")):
+                model = ModelConfig.from_json_file(os.path.join(path, "config.json"), self.numerics)
+            else:
+                raise ConfigError(
+                    f"model={FROM_BASE} reads the architecture from init.params_from, which is "
+                    f"{path or 'not given'}: give an HF-layout directory or a run directory"
+                )
+        return model if self.lora is None else model.replace(lora=self.lora)
 
     @property
     def resolved_run_dir(self) -> str:

@@ -12,7 +12,7 @@ from flmjax.train.config import TrainConfig
 from flmjax.train.data import StageData
 from flmjax.train.metrics import MetricsLogger, Throughput, device_peak_flops, model_flops_per_step
 from flmjax.train.setup import Stage, global_batch, learning_rate, setup_stage
-from flmjax.train.step import finalize_eval
+from flmjax.train.step import finalize_eval, model_params
 
 
 @dataclasses.dataclass
@@ -49,7 +49,7 @@ def evaluate(stage: Stage) -> dict[str, float]:
     for i, host_batch in enumerate(stage.data.eval()):
         if i == stage.config.log.eval_batches:
             break
-        terms.append(stage.eval_step(stage.state.params, global_batch(stage, host_batch)))
+        terms.append(stage.eval_step(model_params(stage.state), global_batch(stage, host_batch)))
     return {k: float(v) for k, v in finalize_eval(terms, stage.objective).items()} if terms else {}
 
 

@@ -20,6 +20,7 @@ from flmjax.errors import FlmjaxError
 from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import load_hf_params
 from flmjax.interop.qwen import load_qwen_lm
+from flmjax.model import lora as lora_lib
 from flmjax.model.pretrained import abstract_params
 from flmjax.sharding import make_mesh
 from flmjax.train import checkpoint as ckpt
@@ -35,7 +36,15 @@ from flmjax.train.state import (
     replicated,
     state_from_params,
 )
-from flmjax.train.step import Batch, FLMObjective, Objective, jit_train_step, make_eval_step, make_train_step
+from flmjax.train.step import (
+    Batch,
+    FLMObjective,
+    Objective,
+    jit_train_step,
+    make_eval_step,
+    make_train_step,
+    model_params,
+)
 
 
 class SetupError(FlmjaxError):
@@ -118,8 +127,13 @@ def _initial_state(
     checkpoints: ckpt.RunCheckpoints,
     data: StageData,
 ) -> tuple[TrainState, str]:
-    """The restore order: this run's latest checkpoint, a full state, parameters only, Qwen, random."""
+    """The restore order: this run's latest checkpoint, a full state, parameters only, Qwen, random.
+
+    LoRA: the base comes from `init.params_from` (fresh or resumed; a resumed run checks it is the base
+    its adapters were trained on), the adapters from this run's checkpoint or fresh."""
     init = config.init
+    if model.lora is not None:
+        return _lora_state(config, model, optimizer, mesh, target, checkpoints, data)
     if checkpoints.latest_step() is not None:
         return checkpoints.restore_latest(
             target, data.train
@@ -138,15 +152,50 @@ def _initial_state(
     return state, f"random parameters (seed {init.seed})"
 
 
+def _lora_state(
+    config: TrainConfig,
+    model: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    target: TrainState,
+    checkpoints: ckpt.RunCheckpoints,
+    data: StageData,
+) -> tuple[TrainState, str]:
+    base_path = config.init.params_from
+    if not base_path or config.init.state_from or config.init.qwen_from:
+        raise SetupError(
+            f"{config.stage}: LoRA adapts a base given as init.params_from=DIR (an HF-layout export or a run)"
+        )
+    base = jax.tree_util.tree_map(
+        lambda x, t: jax.device_put(x, t.sharding), _load_params(base_path, model, target.frozen), target.frozen
+    )
+    fingerprint = lora_lib.fingerprint(base)
+    checkpoints.set_lora(model.lora, os.path.abspath(base_path), fingerprint)
+    rank = f"LoRA rank {model.lora.rank} ({', '.join(model.lora.targets)})"
+    if checkpoints.latest_step() is not None:
+        saved = (checkpoints.read_latest_meta().get("lora") or {}).get("base_fingerprint")
+        if saved != fingerprint:
+            raise SetupError(
+                f"{checkpoints.directory}: adapters trained on a base with fingerprint {saved}, "
+                f"but init.params_from={base_path} has {fingerprint}"
+            )
+        state = checkpoints.restore_latest(target, data.train).replace(frozen=base)
+        return state, f"resumed {checkpoints.directory}/{checkpoints.latest_step()}: {rank} on {base_path}"
+    state = state_from_params(base, model, optimizer, mesh, config.init.seed)
+    return state, f"{rank}, fresh adapters (seed {config.init.seed}) on {base_path} (fingerprint {fingerprint})"
+
+
 def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
-    """Parameters of a trainer checkpoint (onto the mesh directly) or of an HF-layout export (via host)."""
+    """Parameters of a trainer checkpoint (onto the mesh directly) or of an HF-layout export (via host),
+    in the dtype of `target`'s arrays."""
     if trainer_checkpoint.is_trainer_checkpoint(path):
         ckpt.check_same_model(path, trainer_checkpoint.model_config_of(path), model)
         return trainer_checkpoint.restore_params(path, target)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise SetupError(f"init.params_from={path}: neither an flmjax checkpoint nor an HF-layout directory")
     ckpt.check_same_model(path, ModelConfig.from_json_file(os.path.join(path, "config.json")), model)
-    return load_hf_params(path, model, abstract_params(model), np.dtype(model.numerics.param_dtype))
+    dtype = np.dtype(jax.tree_util.tree_leaves(target)[0].dtype)
+    return load_hf_params(path, model, abstract_params(model), dtype)
 
 
 def _reference_params(
@@ -187,12 +236,14 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
     objective: Objective = FLMObjective(config.loss)
     reference: tuple = ()  # the steps' context: DPO's frozen reference parameters
     if config.dpo is not None:
+        if model.lora is not None:
+            raise SetupError(f"{config.stage}: DPO with LoRA adapters is not supported (set lora=None)")
         objective = DPOObjective(config.dpo, config.loss)
         reference = (_reference_params(config, model, optimizer, mesh, target),)
     context = tuple(shardings.params for _ in reference)
     step_fn = make_train_step(model, optimizer, objective, micro_batches, mesh)
     train_step = jit_train_step(step_fn, shardings, mesh, context)
-    eval_step = make_eval_step(model, shardings.params, mesh, objective, context)
+    eval_step = make_eval_step(model, model_params(shardings), mesh, objective, context)
     return Stage(
         config=config,
         model=model,

@@ -6,13 +6,18 @@ objective's sums add over micro-batches and its loss is normalised by the *whole
 whatever the split: for the FLM loss a micro-batch contributes `coefficient * its CE sum / the batch's
 mass` per term. Extra step inputs (`context`, e.g. DPO's frozen reference parameters) pass through to
 the objective.
+
+With LoRA the gradient is taken with respect to the adapters only (`state.params`): the objective sees
+`Adapted(state.frozen, adapters, dropout key)` as its parameters, and the model reads the frozen base as
+its `params` collection. Adapter dropout draws from a key of the step number (and micro-batch), so a
+resumed run draws the same masks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -22,6 +27,7 @@ from jax.sharding import Mesh
 
 from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
+from flmjax.model.lora import LORA
 from flmjax.sharding import activation_sharding
 from flmjax.train.loss import (
     LossCoefficients,
@@ -38,15 +44,36 @@ Batch = dict[str, jax.Array]  # {"tokens": int32 [B, T+1, 17], "weights": float3
 Terms = dict[str, dict[str, jax.Array]]
 
 
+class Adapted(NamedTuple):
+    """LoRA's parameters as the objectives see them: adapters on a frozen base (and the dropout key)."""
+
+    base: Any
+    adapters: Any
+    rng: Any = None
+
+
+def apply_model(module: FLMAudioLM, params: Any, *args: Any, **kwargs: Any) -> Any:
+    """`module.apply` under `params`: a parameter tree, or `Adapted` ones."""
+    if isinstance(params, Adapted):
+        rngs = None if params.rng is None else {"dropout": params.rng}
+        return module.apply({"params": params.base, LORA: params.adapters}, *args, rngs=rngs, **kwargs)
+    return module.apply({"params": params}, *args, **kwargs)
+
+
+def model_params(state: TrainState) -> Any:
+    """What the model runs with: the parameters, or with LoRA the adapters on the frozen base."""
+    return state.params if state.frozen is None else Adapted(state.frozen, state.params)
+
+
 def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
-    """`loss_terms` of the sequences `batch["tokens"]` under `params` (with `text_loss_chunk`, the text
+    """`loss_terms` of the sequences `batch["tokens"]` under `params` (a tree, or `Adapted`; with `text_loss_chunk`, the text
     logits a block of columns at a time)."""
     tokens, config = batch["tokens"], module.config
     if config.numerics.text_loss_chunk <= 0:
-        text_logits, audio_logits = module.apply({"params": params}, tokens)
+        text_logits, audio_logits = apply_model(module, params, tokens)
         return loss_terms(text_logits, audio_logits, tokens, batch["weights"], config.tokens)
-    hidden, audio_logits = module.apply({"params": params}, tokens, method=FLMAudioLM.features)
-    logits_of = lambda h: module.apply({"params": params}, h, method=FLMAudioLM.text_logits)  # noqa: E731
+    hidden, audio_logits = apply_model(module, params, tokens, method=FLMAudioLM.features)
+    logits_of = lambda h: apply_model(module, params, h, method=FLMAudioLM.text_logits)  # noqa: E731
     text_ce, text_ok = chunked_text_ce_and_correct(logits_of, hidden, tokens[:, 1:, 0], config.numerics.text_loss_chunk)
     return terms_of(text_ce, text_ok, audio_logits, tokens, batch["weights"], config.tokens)
 
@@ -125,35 +152,40 @@ def make_train_step(
     batch plus `grad_norm` (before clipping) and `lr`. Loss coefficients stand for the FLM objective."""
     module = FLMAudioLM(config)
     objective = as_objective(objective)
+    uses_rng = config.lora is not None and config.lora.dropout > 0
 
-    def grads_and_sums(params, batch, normalisers, context):
+    def grads_and_sums(params, batch, normalisers, context, frozen, rng):
         def loss(p):
-            sums = objective.sums(module, p, batch, *context)
+            sums = objective.sums(module, p if frozen is None else Adapted(frozen, p, rng), batch, *context)
             return objective.loss(sums, normalisers), sums
 
         (_, sums), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return grads, sums
 
     def step(state: TrainState, batch: Batch, learning_rate: jax.Array, *context: Any):
+        key = jax.random.fold_in(jax.random.PRNGKey(0), state.step) if uses_rng else None
         with activation_sharding(mesh):
             if micro_batches == 1:
-                grads, sums = grads_and_sums(state.params, batch, None, context)
+                grads, sums = grads_and_sums(state.params, batch, None, context, state.frozen, key)
             else:
                 normalisers = objective.normalisers(config, batch)
 
                 def accumulate(grads, micro):
-                    g, sums = grads_and_sums(state.params, micro, normalisers, context)
+                    micro, j = micro
+                    rng = None if key is None else jax.random.fold_in(key, j)
+                    g, sums = grads_and_sums(state.params, micro, normalisers, context, state.frozen, rng)
                     return jax.tree_util.tree_map(jnp.add, grads, g), sums
 
                 zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-                grads, stacked = jax.lax.scan(accumulate, zeros, _split_micro_batches(batch, micro_batches))
+                micros = (_split_micro_batches(batch, micro_batches), jnp.arange(micro_batches))
+                grads, stacked = jax.lax.scan(accumulate, zeros, micros)
                 sums = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), stacked)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, apply_learning_rate(updates, learning_rate))
         metrics = objective.metrics(sums)
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["lr"] = learning_rate
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, frozen=state.frozen), metrics
 
     return step
 
@@ -177,7 +209,7 @@ def make_eval_step(
     context_shardings: tuple = (),
 ) -> Callable[..., Any]:
     """(params, batch, *context) -> the batch's objective sums (add them over batches, then
-    `finalize_eval`)."""
+    `finalize_eval`); `params` as `model_params` gives them (`params_shardings` of the same form)."""
     module = FLMAudioLM(config)
     objective = as_objective(objective)
 
