@@ -56,7 +56,7 @@ def trainable_shardings(config: ModelConfig, mesh: Mesh) -> dict:
         return param_shardings(config, mesh)
     specs = lora_lib.adapter_specs(logical_param_specs(config), abstract_params(config), config.lora)
     shardings = logical_to_mesh_sharding(specs, mesh, LOGICAL_AXIS_RULES)
-    return jax.tree_util.tree_map(lambda s, a: _fit(s, a.shape), shardings, abstract_trainable(config))
+    return jax.tree_util.tree_map(lambda s, a: fit_sharding(s, a.shape), shardings, abstract_trainable(config))
 
 
 def _frozen_dtype(config: ModelConfig) -> jnp.dtype:

@@ -66,8 +66,8 @@ def model_params(state: TrainState) -> Any:
 
 
 def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
-    """`loss_terms` of the sequences `batch["tokens"]` under `params` (a tree, or `Adapted`; with `text_loss_chunk`, the text
-    logits a block of columns at a time)."""
+    """`loss_terms` of the sequences `batch["tokens"]` under `params` (a tree, or `Adapted`; with
+    `text_loss_chunk`, the text logits a block of columns at a time)."""
     tokens, config = batch["tokens"], module.config
     if config.numerics.text_loss_chunk <= 0:
         text_logits, audio_logits = apply_model(module, params, tokens)
