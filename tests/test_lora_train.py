@@ -4,17 +4,19 @@ and adapters-only) give the adapted model's logits, and a wrong base is refused 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from flmjax import FLMAudio
-from flmjax.config import LoraConfig, get_model_config
+from flmjax.config import LoraConfig, Numerics, get_model_config
 from flmjax.interop.lora_file import LoraFileError
 from flmjax.model import lora as lora_lib
 from flmjax.train.checkpoint import export_adapters, export_checkpoint
-from flmjax.train.config import TrainConfig, apply_overrides
+from flmjax.train.config import CheckpointConfig, InitConfig, LogConfig, OptimizerConfig, TrainConfig
 from flmjax.train.data import StageData
 from flmjax.train.loop import train
 from flmjax.train.setup import SetupError, global_batch, learning_rate, setup_stage
@@ -39,15 +41,16 @@ def base_dir(tmp_path_factory):
     return out
 
 
-def _config(tmp_path, base_dir, steps=6, **overrides) -> TrainConfig:
-    base = {
-        "stage": "lora_test", "run_root": str(tmp_path), "model.name": "base", "model.dtype": "float32",
-        "model.remat": "none", "init.params_from": str(base_dir), "lora": LORA, "steps": steps,
-        "data.global_batch": 4, "micro_batches": 2, "optimizer.peak_lr": 1e-2, "optimizer.end_lr": 1e-3,
-        "log.every_steps": 1, "log.progress": False, "log.eval_batches": 0, "log.tensorboard": False,
-        "checkpoint.every_steps": 100,
-    }  # fmt: skip
-    return apply_overrides(TrainConfig(), {**base, **overrides})
+def _config(tmp_path, base_dir, steps=6, **changes) -> TrainConfig:
+    config = TrainConfig(
+        stage="lora_test", run_root=str(tmp_path), model="base", numerics=Numerics(), steps=steps, micro_batches=2,
+        init=InitConfig(params_from=str(base_dir)), lora=LORA,
+        data=dataclasses.replace(TrainConfig().data, global_batch=4),
+        optimizer=OptimizerConfig(peak_lr=1e-2, end_lr=1e-3),
+        log=LogConfig(every_steps=1, progress=False, eval_batches=0, tensorboard=False),
+        checkpoint=CheckpointConfig(every_steps=100),
+    )  # fmt: skip
+    return dataclasses.replace(config, **changes)
 
 
 def _data(seed=0) -> StageData:
@@ -59,7 +62,7 @@ def _nbytes(tree) -> int:
 
 
 def test_a_step_trains_the_adapters_only(tmp_path, base_dir):
-    stage = setup_stage(_config(tmp_path, base_dir, **{"model.dtype": "bfloat16"}), _data())
+    stage = setup_stage(_config(tmp_path, base_dir, numerics=Numerics(dtype="bfloat16")), _data())
     state = stage.state
     base = FLMAudio.from_pretrained(base_dir).params
     # The base: frozen in the compute dtype, nothing of it in the optimizer.
@@ -122,4 +125,4 @@ def test_resume_is_exact_and_exports_give_the_adapted_logits(tmp_path, base_dir)
 
 def test_lora_needs_a_base(tmp_path, base_dir):
     with pytest.raises(SetupError, match="init.params_from"):
-        setup_stage(_config(tmp_path, base_dir, **{"init.params_from": "", "model.name": "tiny"}), _data())
+        setup_stage(_config(tmp_path, base_dir, init=InitConfig(), model="tiny"), _data())
