@@ -6,8 +6,9 @@
 (`python launch/train.py` is the same program.) `--config` names a stage config in flmjax/configs/
 (base, post1, post2, ft1, ft2, demo, ...) or is a path to a .py file defining `config()`. Any field of
 the stage config can be overridden, with its type checked: `--optimizer.peak_lr=1e-5`,
-`--optimizer.peak_lr 1e-5` or `--set optimizer.peak_lr=1e-5`. `--config=NAME --help` lists every field
-with its type and that config's value; `--print-config` prints the resolved config(s) as JSON and exits.
+`--optimizer.peak_lr 1e-5` or `--set optimizer.peak_lr=1e-5`. `--corpus=X` replaces the stage's corpora
+with one: a prepared folder, a manifest, `moshi:FILE.jsonl`, `tfds:NAME` or `hf:PATH`. `--config=NAME --help` lists
+every field with its type and that config's value; `--print-config` prints the resolved config(s) as JSON and exits.
 Exit status: 0 done, 2 bad config or input, 143 stopped by SIGTERM after saving a checkpoint (run the
 same command again to resume).
 """
@@ -22,7 +23,7 @@ import time
 
 from flmjax import configs
 from flmjax.config import ConfigError
-from flmjax.train.config import TrainConfig
+from flmjax.train.config import TrainConfig, with_corpus
 
 PREEMPTED_EXIT = 128 + 15
 _HELP = (
@@ -39,6 +40,7 @@ def _launcher_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--print-config", action="store_true")
+    parser.add_argument("--corpus")
     args, rest = parser.parse_known_args(argv)
     for item in args.set:
         if "=" not in item:
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             stages = configs.load("base", overrides, description=help_text)  # --help alone: the fields
         else:
             stages = configs.load(args.config, overrides, description=help_text)
+        if args.corpus:
+            stages = [with_corpus(stage, args.corpus) for stage in stages]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from flmjax.data import augment as aug
-from flmjax.data import layouts
+from flmjax.data import layouts, moshi
 from flmjax.data.corpus import AudioRef, CorpusError, DialogEntry, SpeechEntry
 from flmjax.data.encoding import num_frames
 from flmjax.data.sources import ExampleRef, dataset
@@ -139,7 +139,7 @@ def _load_dialog(entry: DialogEntry, where: str) -> LoadedDialog:
     return LoadedDialog(meta, waves, [t.role for t in entry.turns], [tok.encode(t.text) for t in entry.turns], starts)
 
 
-def load_entry(task: tuple[Any, str, int]) -> LoadedSpeech | LoadedDialog | CorpusError:
+def load_entry(task: tuple[Any, str, int]) -> LoadedSpeech | LoadedDialog | moshi.LoadedRecording | CorpusError:
     """Worker: one entry (or a dataset's example) -> its audio at 24 kHz and its tokens, or the error."""
     entry, where, lead = task
     try:
@@ -148,6 +148,8 @@ def load_entry(task: tuple[Any, str, int]) -> LoadedSpeech | LoadedDialog | Corp
         if isinstance(entry, ExampleRef):
             entry = dataset(entry.spec)[entry.index]
             where = f"{where} ({entry.id})"
+        if isinstance(entry, moshi.Recording):
+            return moshi.load_recording(entry, where)
         if isinstance(entry, SpeechEntry):
             return _load_speech(entry, where, lead)
         return _load_dialog(entry, where)

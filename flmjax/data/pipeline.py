@@ -249,7 +249,7 @@ def open_corpora(config: DataConfig, roots: Sequence[str | Path]) -> list[Prepar
             raise PreparedCorpusError(f"{corpus.root}: holds {corpus.kind}, {config.name} ({config.layout}) reads {want}")
         if corpus.num_records == 0:
             raise PreparedCorpusError(f"{corpus.root}: no records (every entry failed to prepare?)")
-        if want == "dialogs" and corpus.index.get("layout") != config.layout:
+        if want == "dialogs" and corpus.index.get("layout") not in (config.layout, layouts.Layout.RECORDED):
             raise PreparedCorpusError(
                 f"{corpus.root}: dialogs planned for {corpus.index.get('layout')!r}, {config.name} reads {config.layout!r}"
             )

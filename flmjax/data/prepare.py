@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from flmjax.data import augment as aug
-from flmjax.data import layouts, records
+from flmjax.data import layouts, moshi, records
 from flmjax.data.config import DataConfig
 from flmjax.data.corpus import CorpusError
 from flmjax.data.encoding import ENCODE_BATCH, RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
 from flmjax.data.loading import LoadedDialog, LoadedSpeech, NoiseBank, load_entry, reader_pool
 from flmjax.data.sources import open_source
+from flmjax.data.text_tokenizer import load_text_tokenizer
 from flmjax.tokens import RELEASE_TOKENS, SAMPLE_RATE
 
 
@@ -154,6 +155,15 @@ def _dialog_records(
     return out, seconds / SAMPLE_RATE
 
 
+def _recording_records(
+    loaded: list[moshi.LoadedRecording], encode: Callable[..., list[np.ndarray]], mimi: Any, opts: PrepareOptions
+) -> tuple[list[bytes], float]:
+    """Both channels of every recording encoded, then one dialog record per window (flmjax.data.moshi)."""
+    codes = encode(mimi, [w for r in loaded for w in (r.left, r.right)])
+    out = moshi.recording_records(loaded, codes[0::2], codes[1::2], opts.layout_config, load_text_tokenizer())
+    return out, sum(len(r.left) + len(r.right) for r in loaded) / SAMPLE_RATE
+
+
 def _shard_fingerprint(settings: dict[str, Any], entries: Sequence[Any]) -> str:
     blob = json.dumps(settings, sort_keys=True) + "".join(repr(e) for e in entries)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -219,13 +229,18 @@ def prepare_corpus(
     t0 = time.time()
     out = Path(out_dir)
     kind, entries, wheres = open_source(str(corpus), tfds_options, hf_options)
-    if kind == "dialogs" and opts.layout not in layouts.DIALOG_LAYOUTS:
+    recorded = str(corpus).startswith(moshi.PREFIX)  # laid out from the recordings' timing, for any stage
+    if kind == "dialogs" and not recorded and opts.layout not in layouts.DIALOG_LAYOUTS:
         raise CorpusError(
             f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}"
         )
     mimi = mimi if mimi is not None else LazyMimi(opts.mimi_name, log)
     encode = functools.partial(encode_batched, batch_size=encode_batch)
     settings = opts.fingerprint(kind)
+    if recorded:
+        lc = opts.layout_config
+        settings = {**settings, "layout": str(layouts.Layout.RECORDED), "variants": 1, "augment": None,
+                    "recorded": [lc.sample_frames, lc.alignment, lc.sentence_gap_s]}  # fmt: skip
     num_shards = max(1, math.ceil(len(entries) / opts.shard_size))
     spans = [range(s * opts.shard_size, min(len(entries), (s + 1) * opts.shard_size)) for s in range(num_shards)]
     prints = [_shard_fingerprint(settings, [entries[i] for i in span]) for span in spans]
@@ -236,7 +251,9 @@ def prepare_corpus(
     if todo:
         (out / records.INDEX).unlink(missing_ok=True)  # the folder is unfinished until the index is back
     lead = opts.layout_config.lead_frames
-    noise = NoiseBank(opts.noise_dir, opts.seed) if kind == "dialogs" and opts.augment and todo else None
+    noise = (
+        NoiseBank(opts.noise_dir, opts.seed) if kind == "dialogs" and opts.augment and todo and not recorded else None
+    )
     if noise is not None and opts.noise_dir is None:
         log("augmentation noise: synthetic white/pink/brown noise (give a noise folder for real noise)")
     seconds = 0.0
@@ -253,7 +270,9 @@ def prepare_corpus(
                     errors.append(str(result))
                 else:
                     loaded.append((i, result))
-            if kind == "speech":
+            if recorded:
+                recs, audio_s = _recording_records([r for _, r in loaded], encode, mimi, opts)
+            elif kind == "speech":
                 recs, audio_s = _speech_records([r for _, r in loaded], encode, mimi, errors)
             else:
                 recs, audio_s = _dialog_records(loaded, encode, mimi, opts, noise, errors)
@@ -287,8 +306,8 @@ def prepare_corpus(
         "records": total,
         "shards": [{"shard": s, "records": m["records"]} for s, m in enumerate(markers)],
         "settings": settings,
-        "layout": opts.layout if kind == "dialogs" else None,
-        "variants": opts.variants if kind == "dialogs" else 1,
+        "layout": settings.get("layout"),
+        "variants": settings.get("variants", 1),
         "errors": len(all_errors),
     }
     if total:  # what layouts put on an audio channel nobody speaks on (dialogs)

@@ -2,7 +2,8 @@
 
 - a JSONL manifest (`flmjax.data.corpus.read_manifest`): entries, or the errors of the lines that fail;
 - `tfds:NAME[:SPLIT]`: references to a TFDS dataset's examples, read in the worker processes;
-- `hf:PATH[:SPLIT]`: the same for a Hugging Face `datasets` audio dataset on disk.
+- `hf:PATH[:SPLIT]`: the same for a Hugging Face `datasets` audio dataset on disk;
+- `moshi:FILE.jsonl`: moshi-finetune's stereo conversations with their alignments (`flmjax.data.moshi`).
 
 Each entry comes with a label naming it in messages.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flmjax.data import moshi
 from flmjax.data.corpus import CorpusError, HfSpec, HfSpeech, SpeechEntry, TfdsSpec, TfdsSpeech, read_manifest
 
 
@@ -39,6 +41,10 @@ def open_source(
     corpus: str, tfds_options: dict[str, Any] | None = None, hf_options: dict[str, Any] | None = None
 ) -> tuple[str, list[Any], list[str]]:
     """(kind, entries (or their errors, or dataset references), labels naming them) of a corpus argument."""
+    if corpus.startswith(moshi.PREFIX):
+        items = moshi.read_recordings(corpus)
+        name = Path(corpus[len(moshi.PREFIX) :]).name
+        return "dialogs", items, [f"{name} ({r.id})" if isinstance(r, moshi.Recording) else "" for r in items]
     if corpus.startswith(("tfds:", "hf:")):
         if corpus.startswith("tfds:"):
             spec: TfdsSpec | HfSpec = TfdsSpec.parse(corpus, **(tfds_options or {}))

@@ -217,6 +217,18 @@ class TrainConfig:
         return max(1, int(math.ceil(self.epochs * num_samples / self.data.global_batch)))
 
 
+def with_corpus(config: TrainConfig, corpus: str) -> TrainConfig:
+    """`config` reading one corpus instead of its corpora: a prepared folder (with index.json), or what
+    preparation reads (a JSONL manifest, `moshi:FILE.jsonl`, `tfds:NAME`, `hf:PATH`), prepared on first use."""
+    if os.path.isfile(os.path.join(corpus, "index.json")):
+        spec = CorpusSpec("corpus", prepared=corpus)
+    elif corpus.startswith(("moshi:", "tfds:", "hf:")) or os.path.isfile(corpus):
+        spec = CorpusSpec("corpus", manifest=corpus)
+    else:
+        raise ConfigError(f"--corpus={corpus}: not a prepared folder (no index.json), a manifest, moshi:, tfds: or hf:")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, corpora=(spec,)))
+
+
 # --- command-line overrides ------------------------------------------------------------------------
 
 # A mixture on the command line: one `name=NAME,prepared=DIR[,weight=W]` (or `manifest=FILE`) per corpus.

@@ -23,6 +23,7 @@ class LayoutConfig:
     interruption_prob: float = 0.7  # free user inputs: probability that a dialog gets an interruption
     reaction_s: float = 0.5  # free user inputs: the model stops within this delay of the user's onset
     alignment: str = "contiguous"  # post-training text: "contiguous" sentences or "word" (Moshi-like ablation)
+    sentence_gap_s: float = 0.6  # recorded conversations (moshi:): a longer silence between words ends a sentence
 
     def __post_init__(self) -> None:
         lo, hi = self.gap_s
@@ -33,6 +34,7 @@ class LayoutConfig:
             "sample_frames must be >= 2": self.sample_frames >= 2,
             "interruption_prob must lie in [0, 1]": 0.0 <= self.interruption_prob <= 1.0,
             "reaction_s must be >= 0": self.reaction_s >= 0.0,
+            "sentence_gap_s must be >= 0": self.sentence_gap_s >= 0.0,
             "alignment must be 'contiguous' or 'word'": self.alignment in ALIGNMENTS,
         }
         for message, ok in checks.items():

@@ -51,7 +51,8 @@ class DialogPlan:
 
     @classmethod
     def from_json(cls, obj: dict) -> DialogPlan:
-        layout = dialog_layout(obj["layout"])
+        recorded = obj["layout"] == Layout.RECORDED  # flmjax.data.moshi's windows of a recording
+        layout = Layout.RECORDED if recorded else dialog_layout(obj["layout"])
         return cls(layout, [Segment.from_json(s) for s in obj["segments"]], int(obj["num_frames"]))
 
 

@@ -43,6 +43,7 @@ class Layout(StrEnum):
     ASR_RESPONSE_TTS = "asr_response_tts"
     RESPONSE_TTS = "response_tts"
     RESPONSE_TTS_FREE = "response_tts_free"
+    RECORDED = "recorded"  # a recorded conversation's own timing (`flmjax.data.moshi`); read by any dialog stage
 
 
 DIALOG_LAYOUTS: tuple[Layout, ...] = (Layout.ASR_RESPONSE_TTS, Layout.RESPONSE_TTS, Layout.RESPONSE_TTS_FREE)
