@@ -30,6 +30,7 @@ import numpy as np
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory, or an flmjax trainer checkpoint")
+    p.add_argument("--lora", help="adapters-only file (launch/export.py --adapters-only) merged into --checkpoint")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weights and compute dtype")
     p.add_argument("--window", type=int, default=None, help="KV cache frames (default: max_position_embeddings)")
     p.add_argument(
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         user_audio = read_user_audio(args.input)
         if args.mimi != "random" and not os.path.isfile(args.mimi):
             raise FileNotFoundError(f"{args.mimi}: no such Mimi weights file")
-    model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize)
+    model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize, lora=args.lora)
 
     if args.user_codes:
         decoder = Decoder(model, batch_size=user_codes.shape[0], window=args.window)

@@ -22,6 +22,7 @@ import time
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="HF-layout FLM-Audio directory, or an flmjax trainer checkpoint")
+    p.add_argument("--lora", help="adapters-only file (launch/export.py --adapters-only) merged into --checkpoint")
     p.add_argument("--mimi", required=True, help="kyutai Mimi safetensors file, or 'random' (random weights: demos)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 exposes the server)")
     p.add_argument("--port", type=int, default=8990)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{args.mimi}: no such Mimi weights file")
         settings = SamplingSettings(seed=args.seed)
         settings = settings.greedy_deterministic() if args.greedy else settings
-        model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize)
+        model = FLMAudio.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize, lora=args.lora)
         mimi = Mimi.random(seed=0) if args.mimi == "random" else Mimi.from_pretrained(args.mimi)
         if args.mimi == "random":
             log.warning("Mimi has RANDOM weights: the audio means nothing (demo/test only)")

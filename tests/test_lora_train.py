@@ -117,6 +117,32 @@ def test_resume_is_exact_and_exports_give_the_adapted_logits(tmp_path, base_dir)
             assert float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y))) < 1e-6
     assert float(jnp.max(jnp.abs(want[1] - base.forward(tokens)[1]))) > 1e-3  # the adapters did something
 
+    # The merged export in the official layout: the PyTorch reference loads it strictly (every tensor
+    # name, no extra) and gives the adapted model's logits.
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.reference.flm_audio_torch import TorchFLMAudio
+
+    reference = TorchFLMAudio(json.loads((merged / "config.json").read_text()))
+    reference.load_state_dict(load_file(str(merged / "model.safetensors")), strict=True)
+    with torch.no_grad():
+        ref = reference.eval()(torch.from_numpy(np.asarray(tokens)).long())
+    for x, y in zip(ref, want):
+        assert float(np.abs(x.numpy() - np.asarray(y)).max() / np.abs(np.asarray(y)).max()) < 1e-5
+
+    # The export CLI writes the same two outputs (the adapters-only file: what --lora reads).
+    from flmjax.cli.export import main as export_main
+
+    assert (
+        export_main(["--checkpoint", str(tmp_path / "straight"), "--out", str(tmp_path / "cli"), "--adapters-only"])
+        == 0
+    )
+    again = base.with_lora(tmp_path / "cli" / "adapters.safetensors").forward(tokens)
+    np.testing.assert_array_equal(np.asarray(again[1]), np.asarray(base.with_lora(file).forward(tokens)[1]))
+
     # Adapters for another base: one line naming the file.
     other = FLMAudio.init("tiny", seed=6)
     with pytest.raises(LoraFileError, match=r"adapters.safetensors: adapters for base checkpoint \w+ .*this base is"):

@@ -60,7 +60,12 @@ class FLMAudio:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, dtype: str = "float32", quantize: str = "none", **runtime: Any
+        cls,
+        path: str | os.PathLike,
+        dtype: str = "float32",
+        quantize: str = "none",
+        lora: str | os.PathLike | None = None,
+        **runtime: Any,
     ) -> FLMAudio:
         """Load an HF-layout directory (the release's, or one `save_pretrained` wrote), or a checkpoint
         flmjax's trainer wrote (its run directory, for the newest step, or one step directory).
@@ -71,6 +76,9 @@ class FLMAudio:
 
         `quantize="int8"` quantises the matmul kernels after loading (flmjax.model.quant); a checkpoint
         exported in the int8 layout loads int8 whatever `quantize` says.
+
+        `lora`: an adapters-only file (`launch/export.py --adapters-only`) merged into these weights
+        before any quantisation; it must have been made for this very base (`with_lora`).
         """
         if quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
@@ -81,20 +89,25 @@ class FLMAudio:
         if not os.path.exists(os.path.join(path, "config.json")):
             if trainer_checkpoint.is_trainer_checkpoint(path):
                 config = trainer_checkpoint.model_config_of(path, numerics)
-                lora = trainer_checkpoint.read_meta(path).get("lora")
-                if lora:  # a LoRA run: its base with the adapters merged in
-                    base = cls.from_pretrained(lora["base"], dtype="float32")
+                run_lora = trainer_checkpoint.read_meta(path).get("lora")
+                if run_lora:  # a LoRA run: its base with the adapters merged in
+                    base = cls.from_pretrained(run_lora["base"], dtype="float32")
                     adapters, lora_config = restore_adapters(path, base.params)
                     merged = lora_lib.merge(base.params, adapters, lora_config)
                     model = cls(config, jax.tree_util.tree_map(lambda p: p.astype(config.numerics.param_dtype), merged))
                 else:
                     model = cls(config, trainer_checkpoint.params_for_inference(path, config, abstract_params(config)))
+                model = model.with_lora(lora) if lora else model
                 return model.quantized() if quantize == "int8" else model
         config = ModelConfig.from_json_file(os.path.join(path, "config.json"), numerics)
         stored = checkpoint_quantization(path)
         param_dtype = np.dtype(jnp.dtype(config.numerics.param_dtype))
         host = load_hf_params(path, config, abstract_params(config), param_dtype, quantized=stored == "int8")
         model = cls(config, jax.tree_util.tree_map(jnp.asarray, host))
+        if lora:
+            if stored == "int8":
+                raise LoraFileError(f"{path}: an int8 export; apply --lora {lora} to its bf16/fp32 base instead")
+            model = model.with_lora(lora)
         return model.quantized() if quantize == "int8" and stored == "none" else model
 
     def quantized(self) -> FLMAudio:
