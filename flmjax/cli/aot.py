@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--text-chunk", nargs="+", type=int, default=[0],
                    help="text-loss column blocks to try (0: whole-sequence logits; --topology only)")  # fmt: skip
     p.add_argument("--dtype", default="bfloat16", help="compute dtype (train parameters stay fp32)")
+    p.add_argument("--lora", type=int, default=0, help="LoRA rank: the fine-tuning step (frozen base); 0: full")
+    p.add_argument("--lora-targets", nargs="+", default=["attention", "mlp"], help="LoRA target groups")
     p.add_argument("--device-memory-gb", type=float, default=80.0, help="what a CPU-mesh device holds (default 80)")
     p.add_argument("--json", action="store_true", help="one JSON object per configuration instead of a table")
     args = p.parse_args(argv)
@@ -112,8 +114,9 @@ def abstract_batch(model, mesh, batch: int, seq: int) -> dict:
     }
 
 
-def lower_step(model_name: str, mesh, micro: int, seq: int, batch: int, **model_settings):
-    """The train step lowered from abstract inputs (no memory used), and its model config."""
+def lower_step(model_name: str, mesh, micro: int, seq: int, batch: int, lora=None, **model_settings):
+    """The train step lowered from abstract inputs (no memory used), and its model config; with `lora`
+    (a LoraConfig) the LoRA step: a frozen base in the compute dtype, adapters and their moments fp32."""
     import jax
     import jax.numpy as jnp
 
@@ -124,7 +127,7 @@ def lower_step(model_name: str, mesh, micro: int, seq: int, batch: int, **model_
     from flmjax.train.state import abstract_state, replicated
     from flmjax.train.step import jit_train_step, make_train_step
 
-    model = get_model_config(model_name, numerics=Numerics(param_dtype="float32", **model_settings))
+    model = get_model_config(model_name, numerics=Numerics(param_dtype="float32", **model_settings), lora=lora)
     optimizer = make_optimizer(OptimizerConfig())
     state = abstract_state(model, optimizer, mesh)
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, state)
@@ -183,12 +186,20 @@ def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: str, dec
     return config, params, state, step.lower(params, state, codes, active)
 
 
+def _lora(args: argparse.Namespace):
+    """The LoRA settings of --lora/--lora-targets (None: full training)."""
+    from flmjax.config import LoraConfig
+
+    return LoraConfig(rank=args.lora, targets=tuple(args.lora_targets)) if args.lora else None
+
+
 def measure(args: argparse.Namespace, mesh_sizes, micro: int, remat: str, chunk: int, batch: int) -> dict:
     """The CPU estimate (no --topology)."""
     from flmjax.sharding import make_mesh
     from flmjax.train.metrics import model_flops_per_step
 
-    settings = dict(dtype=args.dtype, remat=remat, attention_chunk=chunk)
+    settings = dict(dtype=args.dtype, remat=remat, attention_chunk=chunk, lora=_lora(args))
+    settings["text_loss_chunk"] = args.text_chunk[0]
     mesh = make_mesh(*mesh_sizes)
     model, lowered = lower_step(args.model, mesh, micro, args.seq, batch, **settings)
     started = time.perf_counter()
@@ -199,6 +210,8 @@ def measure(args: argparse.Namespace, mesh_sizes, micro: int, remat: str, chunk:
     per_device = _per_device_bytes(mem)
     return {
         "model": args.model,
+        "lora_rank": args.lora,
+        "text_loss_chunk": args.text_chunk[0],
         "mesh": "x".join(map(str, mesh_sizes)),
         "micro_batches": micro,
         "rows_per_device": batch // micro // (mesh_sizes[0] * mesh_sizes[1]),
@@ -260,7 +273,7 @@ def measure_tpu_train(
 ) -> dict:
     from flmjax.train.metrics import model_flops_per_step
 
-    settings = dict(dtype=args.dtype, remat=remat, attention_chunk=chunk, text_loss_chunk=text_chunk)
+    settings = dict(dtype=args.dtype, remat=remat, attention_chunk=chunk, text_loss_chunk=text_chunk, lora=_lora(args))
     model, lowered = lower_step(args.model, _tpu_mesh(devices, mesh_sizes), micro, args.seq, batch, **settings)
     started = time.perf_counter()
     compiled = lowered.compile()
@@ -269,6 +282,7 @@ def measure_tpu_train(
     step_s = report.pop("roofline_s")
     row = {
         "model": args.model,
+        "lora_rank": args.lora,
         "topology": args.topology,
         "chips": len(devices),
         "mesh": "x".join(map(str, mesh_sizes)),
