@@ -91,11 +91,13 @@ def bench_decode(config, batches: list[int], frames: int, length: int | None, wi
         print(f"conversations per device under {FRAME_MS:.0f} ms/frame (p99), {name}: {batch}{more}")
 
 
-def bench_mimi(batches: list[int], frames: int) -> None:
+def bench_mimi(batches: list[int], frames: int, smoke: bool) -> None:
     from flmjax.infer.offline import latency_stats, timed_frames
-    from flmjax.mimi import Mimi
+    from flmjax.mimi import Mimi, MimiConfig
 
-    mimi = Mimi.random(seed=0)
+    # The smoke run keeps Mimi's frame geometry with tiny layers (it compiles in seconds).
+    tiny = MimiConfig(dimension=32, n_filters=4, num_heads=2, num_layers=1, dim_feedforward=64, codebook_dim=16)
+    mimi = Mimi.random(seed=0, config=tiny if smoke else MimiConfig())
     print("mimi: Mimi.streaming(B), encode + decode per 80 ms frame, random weights")
     for batch in batches:
         stream = mimi.streaming(batch)
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if "decode" not in args.skip:
         bench_decode(decode_config, batches, frames, args.length if not args.smoke else None, window)
     if "mimi" not in args.skip:
-        bench_mimi(mimi_batches, frames if args.smoke else 50)
+        bench_mimi(mimi_batches, frames if args.smoke else 50, args.smoke)
     if "train" not in args.skip:
         bench_train(train_config, seq, 1 if args.smoke else 5, device)
     print(f"total {time.perf_counter() - started:.0f} s")

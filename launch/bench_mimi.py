@@ -28,6 +28,44 @@ WARMUP_FRAMES = 3  # compilation happens in the first frame; a couple more to se
 BLOCK = 5  # frames each contender runs before handing over
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS", "XLA_FLAGS")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        return "unknown"
+    return f"{names[0]} ({len(names)} logical CPUs on the host)" if names else "unknown"
+
+
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """Best of `repeats` copies of a `megabytes` buffer: GB/s read + written (a single-thread probe)."""
+    src = np.ones(megabytes * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def environment() -> list[str]:
+    """What the figures depend on: the CPU, the cores this process may use, thread settings, XLA flags,
+    memory bandwidth and how loaded the machine is."""
+    env = ", ".join(f"{name}={os.environ[name]!r}" for name in THREAD_VARS if name in os.environ) or "none set"
+    return [
+        f"cpu: {cpu_model()}; usable by this process: {len(os.sched_getaffinity(0))} "
+        f"(os.sched_getaffinity); load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"threads: torch {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op; "
+        f"environment: {env}",
+        f"memory bandwidth probe (numpy copy of 256 MB, one thread): {memory_bandwidth_gbs():.1f} GB/s",
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}",
+    ]
+
+
 def reference_mimi(seed: int = 0):  # -> moshi.models.compression.MimiModel
     """moshi's Mimi with random weights and random codebooks (they start at zero otherwise)."""
     from moshi.models import loaders
@@ -132,21 +170,26 @@ def main() -> None:
         save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
         mimi = Mimi.from_pretrained(path)
 
-    cpus = len(os.sched_getaffinity(0))
     threads = " or ".join(str(n) for n in sorted({torch.get_num_threads(), 1}, reverse=True))
-    print(f"Mimi streaming encode+decode per 80 ms frame on {cpus} CPU(s) (load average {os.getloadavg()[0]:.1f});")
+    print("Mimi streaming encode+decode per 80 ms frame. What the numbers depend on:")
+    for line in environment():
+        print(f"  {line}")
     print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} (moshi: the faster of {threads} threads);"
+        f"moshi: the faster of {threads} torch threads; median of {args.frames} frames after {WARMUP_FRAMES} warm-up,"
     )
-    print(f"median of {args.frames} frames after {WARMUP_FRAMES} warm-up, contenders taking turns every {BLOCK} frames")
-    header = f"{'batch':>5} | {'moshi ms':>9} | {'flmjax fused ms':>15} {'ratio':>6} | {'flmjax stream ms':>16} {'ratio':>6} | {'flmjax frames/s':>15} | codes = moshi"
+    print(f"contenders taking turns every {BLOCK} frames in this one process (other jobs' load falls on all alike)")
+    header = (
+        f"{'batch':>5} | {'moshi ms':>9} | {'flmjax fused ms':>15} {'ratio':>6} | {'flmjax stream ms':>16} "
+        f"{'ratio':>6} | {'flmjax frames/s':>15} | codes = moshi"
+    )
     print(header)
     print("-" * len(header))
     for batch in args.batch_sizes:
         r = bench(reference, mimi, batch, args.frames)
+        ref = r["reference"]
         print(
-            f"{batch:>5} | {r['reference'] * 1e3:>9.1f} | {r['fused'] * 1e3:>15.1f} {r['fused'] / r['reference']:>6.2f} | "
-            f"{r['stream'] * 1e3:>16.1f} {r['stream'] / r['reference']:>6.2f} | {batch / r['fused']:>15.1f} | {r['codes_match']}"
+            f"{batch:>5} | {ref * 1e3:>9.1f} | {r['fused'] * 1e3:>15.1f} {r['fused'] / ref:>6.2f} | "
+            f"{r['stream'] * 1e3:>16.1f} {r['stream'] / ref:>6.2f} | {batch / r['fused']:>15.1f} | {r['codes_match']}"
         )
     print(
         "fused: encode_step + decode_step in one jitted, state-donating program; stream: MimiStream.encode then .decode"
