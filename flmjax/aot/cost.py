@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-_WHILE = re.compile(r"\bwhile\(.*?condition=%([\w.\-]+), body=%([\w.\-]+)")
-_ROOT = re.compile(r"ROOT %[\w.\-]+ = pred\[\]\S* (compare|fusion)\(%([\w.\-]+), %([\w.\-]+)\)(.*)")
+_WHILE = re.compile(r"\bwhile\(.*?condition=%([\w.\-]+), body=%([\w.\-]+)(.*)")
+_KNOWN = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')  # the GPU compiler's annotation
+_ROOT = re.compile(r"ROOT %[\w.\-]+ = pred\[\]\S* (compare|fusion)\((%[\w.\-]+(?:, %[\w.\-]+)*)\)(.*)")
 _CONSTANT = r"%{name} = s32\[\]\S* constant\((\d+)\)"
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 
@@ -56,9 +57,14 @@ def _trip_count(condition: str, computation, traced: int | None) -> int:
     for a loop whose bound is data (a `fori_loop` to a traced count), when given."""
     root = _ROOT.search(condition)
     if root:
-        op, a, b, rest = root.groups()
-        compare = rest if op == "compare" else computation(_CALLS.search(rest).group(1)) if _CALLS.search(rest) else ""
-        bounds = [m for name in (a, b) if (m := re.search(_CONSTANT.format(name=re.escape(name)), condition))]
+        op, operands, rest = root.groups()
+        called = _CALLS.search(rest)
+        compare = rest if op == "compare" else computation(called.group(1)) if called else ""
+        names = [name.lstrip("%") for name in operands.split(", ")]
+        bounds = [m for name in names if (m := re.search(_CONSTANT.format(name=re.escape(name)), condition))]
+        if op == "fusion" and len(names) == 1:  # the bound was fused into the compare
+            bounds = re.findall(r"= s32\[\]\S* (constant\((\d+)\))", compare)
+            bounds = [re.search(r"constant\((\d+)\)", b[0]) for b in bounds]
         if "direction=LT" in compare and len(bounds) == 1:
             return int(bounds[0].group(1))
         if "direction=LT" in compare and not bounds and traced is not None:
@@ -109,7 +115,12 @@ class LoopAwareCost:
     def loops(self, name: str | None = None) -> list[tuple[str, int]]:
         """(body, trip count) of the loops directly in computation `name` (default: the entry)."""
         text = self._body(name or self.entry)
-        return [(body, _trip_count(self._body(cond), self._body, self._traced)) for cond, body in _WHILE.findall(text)]
+        loops = []
+        for cond, body, attributes in _WHILE.findall(text):
+            known = _KNOWN.search(attributes)
+            trips = int(known.group(1)) if known else _trip_count(self._body(cond), self._body, self._traced)
+            loops.append((body, trips))
+        return loops
 
     def total(self, name: str | None = None) -> Cost:
         """Cost of `name` (default: the entry) with every loop body counted trip-count times."""

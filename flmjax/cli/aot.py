@@ -6,7 +6,8 @@ backbone's layers unrolled, against the analytical model FLOPs). CPU buffer assi
 or TPU's: read those numbers as an estimate of what fits.
 
 With `--topology NAME` (a TPU slice: v4:2x2x2, v5e:2x2, v5p:2x2x2, v6e:8x8, ...): the program is
-compiled by the real TPU compiler (libtpu, no TPU needed) for that slice's devices, and each row gives,
+compiled by the real TPU compiler (libtpu, no TPU needed) for that slice's devices (`h100:N`: by the
+CUDA plugin's compiler for N H100s in one host, when the plugin is installed), and each row gives,
 per chip: memory (arguments, temporaries, total against the chip's HBM), the compiled FLOPs and bytes
 accessed with every loop counted as often as it runs (`flmjax.aot.cost`), the roofline time
 max(FLOPs / peak, bytes / HBM bandwidth) with the peaks of `flmjax.aot.chips`, and for the train step
@@ -66,7 +67,7 @@ _DECODE_COLUMNS = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="flm7b", help="a model config name (flm7b, demo, tiny)")
-    p.add_argument("--topology", help="a TPU slice (v5p:2x2x2, v6e:8x8, ...): compile with libtpu for its chips")
+    p.add_argument("--topology", help="a TPU slice (v5p:2x2x2, v6e:8x8, ...) or h100:N: compile for its chips")
     p.add_argument("--decode", action="store_true", help="the decode frame program instead of the train step")
     p.add_argument("--devices", type=int, default=8, help="virtual CPU devices of the mesh (default 8; no --topology)")
     p.add_argument("--seq", type=int, default=8192, help="frames per sample (default 8192)")
@@ -235,12 +236,16 @@ def _per_device_bytes(mem) -> int:
 
 
 def _tpu_mesh(devices, mesh_sizes):
-    """A (data, fsdp, tensor) mesh laid out on the slice's physical topology (tensor on nearest neighbours)."""
+    """A (data, fsdp, tensor) mesh laid out on a TPU slice's physical topology (tensor on nearest
+    neighbours); GPUs of one host in order."""
+    import numpy as np
     from jax.experimental import mesh_utils
     from jax.sharding import Mesh
 
     from flmjax.sharding import MESH_AXES
 
+    if devices[0].platform != "tpu":
+        return Mesh(np.asarray(devices).reshape(mesh_sizes), MESH_AXES)
     return Mesh(mesh_utils.create_device_mesh(mesh_sizes, devices, allow_split_physical_axes=True), MESH_AXES)
 
 
@@ -251,7 +256,7 @@ def _compiled_report(compiled, chip, seconds: float, traced_trips: int | None = 
     mem = compiled.memory_analysis()
     per_device = _per_device_bytes(mem)
     cost = LoopAwareCost(compiled.as_text(), traced_trips).total()
-    once = compiled.cost_analysis()
+    once = compiled.cost_analysis() or {}  # the CUDA plugin's deviceless compile gives none
     return {
         "device_kind": chip.name,
         "arguments_gb": mem.argument_size_in_bytes / 1e9,
@@ -361,12 +366,10 @@ def _print_header(columns) -> None:
 
 
 def main_tpu(args: argparse.Namespace) -> int:
-    from jax.experimental import topologies
-
-    from flmjax.aot.chips import chip_of_topology
+    from flmjax.aot.chips import chip_of_topology, topology_devices
 
     chip = chip_of_topology(args.topology)
-    devices = topologies.get_topology_desc(platform="tpu", topology_name=args.topology).devices
+    devices = topology_devices(args.topology)
     n = len(devices)
     default = [f"1,1,{n}"] if args.decode else [f"1,{max(n // 2, 1)},{min(n, 2)}"]
     meshes = parse_meshes(args.mesh or default, n)
@@ -393,8 +396,14 @@ def main_tpu(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # no accelerator is used, with or without --topology
+    import jax
+
+    if not os.environ.get("JAX_PLATFORMS"):  # no accelerator is used, with or without --topology (and
+        jax.config.update("jax_platforms", "cpu")  # `import flmjax` has imported jax: set it in the config)
     if args.topology:
+        if args.topology.lower().startswith("h100"):  # no GPU to autotune Triton GEMMs on: cuBLAS's
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0".strip()
         os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask
         os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # several compiles may run side by side
         try:
