@@ -14,14 +14,17 @@ BASE = {"base"}
 ALLOWED = {
     "base": set(),  # errors, tokens, config, sharding, audio
     "mimi": BASE,
-    "interop": BASE,
+    # Checkpoint files <-> parameters: interop reads the model's parameter layouts (int8 kernels), the model
+    # loads files through interop; neither knows of training, data, decoding or evaluation.
+    "interop": BASE | {"model"},
     "model": BASE | {"interop"},
     "data": BASE | {"mimi"},
     "train": BASE | {"mimi", "interop", "model", "data"},
     "infer": BASE | {"mimi", "interop", "model", "data"},
     "eval": BASE | {"mimi", "interop", "model", "data", "infer", "api"},
     "configs": BASE | {"data", "train"},  # the named stage configs
-    "cli": BASE | {"mimi", "interop", "model", "data", "train", "configs", "infer", "eval", "api"},
+    "aot": BASE,  # TPU/GPU chip tables and the compiled programs' costs (launch/aot.py)
+    "cli": BASE | {"mimi", "interop", "model", "data", "train", "configs", "infer", "eval", "aot", "api"},
     "api": {"model"},  # flmjax/__init__.py: `from flmjax import FLMAudio`
 }
 
