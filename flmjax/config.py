@@ -131,7 +131,9 @@ class ModelConfig:
         if self.depformer.dim % self.depformer.num_heads:
             raise ConfigError("depformer dim must be a multiple of its head count")
         t = self.tokens
-        for name in ("text_wait", "text_asr", "text_answer", "bos", "eos"):
+        names = ["text_wait", "text_asr", "text_answer", "bos", "eos"]
+        names += ["text_silence", "text_assistant", "text_pad", "text_epad"] if t.state_tokens else []
+        for name in names:
             if not 0 <= getattr(t, name) < t.text_vocab_size:
                 raise ConfigError(
                     f"token {name}={getattr(t, name)} is outside the text vocabulary ({t.text_vocab_size})"
@@ -294,6 +296,11 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         depformer=DepformerConfig(dim=96, num_layers=2, num_heads=4),
     ),
 }
+# BayLing-Duplex's dialogue-state tokens appended after each vocabulary (`TokenIds.with_state_tokens`):
+# the text embedding and head grow by 4 rows; train with `data.layout_config.text_states="bayling"`.
+for _name in ("flm7b", "demo", "tiny"):
+    _base = MODEL_CONFIGS[_name]
+    MODEL_CONFIGS[f"{_name}_state"] = _base.replace(tokens=_base.tokens.with_state_tokens())
 
 
 def get_model_config(name: str, **overrides: Any) -> ModelConfig:

@@ -36,10 +36,38 @@ class TokenIds:
     codebook_size: int = CODEBOOK_SIZE
     audio_pad: int = 2048  # `aud_pad`: initial audio token, and what is fed for a missing input
     audio_empty: int = 2049  # `aud_emp`: empty token, and the depformer's start token
+    # BayLing-Duplex's dialogue-state tokens (`[SILENCE]`, `[ASSISTANT]`, `[PAD]`, `[EPAD]`): not in the
+    # release; `with_state_tokens` appends them after its vocabulary. None: the vocabulary has none.
+    text_silence: int | None = None
+    text_assistant: int | None = None
+    text_pad: int | None = None
+    text_epad: int | None = None
     # Which id fills an audio channel that a layout does not use at all. The papers call it the
     # "empty token (ID 2048)"; the release's code names 2049 `aud_emp`. Kept a field so either
     # convention can be followed.
     unused_audio_channel: int = 2048
+
+    @property
+    def state_tokens(self) -> tuple[int, int, int, int] | None:
+        """([SILENCE], [ASSISTANT], [PAD], [EPAD]) when the vocabulary has them, else None."""
+        ids = (self.text_silence, self.text_assistant, self.text_pad, self.text_epad)
+        if any(i is None for i in ids):
+            return None
+        return ids  # type: ignore[return-value]
+
+    @property
+    def silent_text_ids(self) -> tuple[int, ...]:
+        """Text ids that are not words: `<wait>` and the state tokens (the monologue shown skips them)."""
+        return (self.text_wait, *(self.state_tokens or ()))
+
+    def with_state_tokens(self) -> TokenIds:
+        """These ids plus the four state tokens appended after the text vocabulary (which grows by 4)."""
+        if self.state_tokens is not None:
+            return self
+        v = self.text_vocab_size
+        return dataclasses.replace(
+            self, text_vocab_size=v + 4, text_silence=v, text_assistant=v + 1, text_pad=v + 2, text_epad=v + 3
+        )
 
     @property
     def audio_vocab_size(self) -> int:
@@ -76,11 +104,14 @@ class TokenIds:
         return col
 
     def to_hf_token_info(self) -> dict[str, int]:
-        return {
+        info = {
             "text_wait_token_id": self.text_wait,
             "aud_pad_token_id": self.audio_pad,
             "aud_emp_token_id": self.audio_empty,
         }
+        if self.state_tokens is not None:
+            info.update(zip(STATE_TOKEN_KEYS, self.state_tokens))
+        return info
 
     @classmethod
     def from_hf_config(cls, config: Mapping[str, Any]) -> TokenIds:
@@ -103,8 +134,12 @@ class TokenIds:
             audio_pad=int(info.get("aud_pad_token_id", defaults.audio_pad)),
             audio_empty=int(info.get("aud_emp_token_id", defaults.audio_empty)),
             unused_audio_channel=int(info.get("aud_pad_token_id", defaults.audio_pad)),
+            **{f"text_{k.split('_')[1]}": int(info[k]) for k in STATE_TOKEN_KEYS if k in info},
         )
 
+
+# How a checkpoint's `config.json` (`mm_token_info`) records the state tokens.
+STATE_TOKEN_KEYS = ("text_silence_token_id", "text_assistant_token_id", "text_pad_token_id", "text_epad_token_id")
 
 RELEASE_TOKENS = TokenIds()
 

@@ -43,15 +43,20 @@ def timeline(
 ) -> list[str]:
     """One line per frame: time, text token and its loss class, what each audio channel carries, and the
     speak loss (sem = semantic codebook, ac = acoustic codebooks). Unless `all_frames`, runs of frames
-    whose text is `<wait>` and whose channels do not change are folded into one line."""
+    whose text is `<wait>` (or `[SILENCE]`) and whose channels do not change are folded into one line."""
     classes = loss_classes(sample.tokens, sample.weights, ids)
     speak, listen = ids.speak_streams, ids.listen_streams
     speak_states = _channel_states(sample, Channel.SPEAK, speak, ids)
     listen_states = _channel_states(sample, Channel.LISTEN, listen, ids)
 
+    names = {ids.text_wait: "<wait>"}
+    if ids.state_tokens is not None:
+        names.update(zip(ids.state_tokens, ("[SILENCE]", "[ASSISTANT]", "[PAD]", "[EPAD]")))
+    foldable = (ids.text_wait, ids.state_tokens[0] if ids.state_tokens else ids.text_wait)
+
     def text_of(frame: int) -> str:
         token = int(sample.tokens[frame, TEXT_STREAM])
-        return "<wait>" if token == ids.text_wait else repr(decode([token]))
+        return names[token] if token in names else repr(decode([token]))
 
     def rest_of(frame: int) -> str:
         text_class = LossClass(int(classes[frame, TEXT_STREAM])).name.lower()
@@ -63,14 +68,15 @@ def timeline(
     lines, frame, total = [], 0, sample.tokens.shape[0]
     while frame < total:
         end = frame + 1
-        if not all_frames and sample.tokens[frame, TEXT_STREAM] == ids.text_wait:
-            while end < total and sample.tokens[end, TEXT_STREAM] == ids.text_wait and rest_of(end) == rest_of(frame):
+        token = sample.tokens[frame, TEXT_STREAM]
+        if not all_frames and token in foldable:  # runs of <wait> or [SILENCE]
+            while end < total and sample.tokens[end, TEXT_STREAM] == token and rest_of(end) == rest_of(frame):
                 end += 1
         when = f"{frame / FRAME_RATE_HZ:7.2f}s"
         if end - frame == 1:
             lines.append(f"{frame:5d}       {when}  {text_of(frame):14s} {rest_of(frame)}")
         else:
-            label = f"<wait> x{end - frame}"
+            label = f"{text_of(frame)} x{end - frame}"
             lines.append(f"{frame:5d}-{end - 1:<5d} {when}  {label:14s} {rest_of(frame)}")
         frame = end
     return lines

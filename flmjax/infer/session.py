@@ -67,7 +67,8 @@ class Session:
         self.frame_size = mimi.frame_size
         self.sample_rate = mimi.sample_rate
         tokenizer = tokenizer or default_tokenizer()
-        self.text = [TextStream(tokenizer, model.config.tokens.text_wait) for _ in range(batch_size)]
+        ids = model.config.tokens
+        self.text = [TextStream(tokenizer, ids.text_wait, ids.state_tokens or ()) for _ in range(batch_size)]
         self.settings = per_stream_settings(settings, batch_size)
         self.state = SessionState(self.decoder.init_state(self.settings), mimi.init_state(batch_size))
 

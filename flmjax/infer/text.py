@@ -1,6 +1,7 @@
 """The monologue shown to a user: sampled text ids -> printable pieces, as the release streams them.
 
-Every sampled id except `<wait>` is text; a `<wait>` that follows text ends the utterance with a newline.
+Every sampled id except `<wait>` (and BayLing-Duplex's state tokens, when the vocabulary has them) is
+text; such an id that follows text ends the utterance with a newline, and none is ever printed.
 Byte-level BPE ids can end in the middle of a UTF-8 character; such a tail decodes to U+FFFD and is held
 back until the ids completing it arrive.
 """
@@ -18,9 +19,9 @@ class Detokenizer(Protocol):
 class TextStream:
     """One stream's text: `push(id)` returns the text that became printable (often "")."""
 
-    def __init__(self, tokenizer: Detokenizer, wait_id: int):
+    def __init__(self, tokenizer: Detokenizer, wait_id: int, state_ids: tuple[int, ...] = ()):
         self.tokenizer = tokenizer
-        self.wait_id = wait_id
+        self.silent = {wait_id, *state_ids}  # ids that are not words
         self.reset()
 
     def reset(self) -> None:
@@ -28,7 +29,7 @@ class TextStream:
         self._shown = 0  # characters of the utterance already returned
 
     def push(self, token_id: int) -> str:
-        if token_id == self.wait_id:
+        if token_id in self.silent:
             if not self._utterance:
                 return ""
             rest = self.tokenizer.decode(self._utterance)[self._shown :]

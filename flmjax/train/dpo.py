@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
 from flmjax.train.config import DPOConfig
-from flmjax.train.loss import LossCoefficients, finalize_loss, loss_terms, sequence_log_probs
-from flmjax.train.step import Batch, term_masses, with_masses
+from flmjax.train.loss import LossCoefficients, finalize_loss, log_probs_of, terms_of
+from flmjax.train.step import Batch, forward_ce, term_masses, with_masses
 
 
 def rejected_side(batch: Batch) -> Batch:
@@ -47,10 +47,9 @@ def preference_losses(
 
 
 def _log_probs(module: FLMAudioLM, params: Any, side: Batch, coefficients: LossCoefficients) -> tuple[jax.Array, Any]:
-    text_logits, audio_logits = module.apply({"params": params}, side["tokens"])
-    ids = module.config.tokens
-    logp = sequence_log_probs(text_logits, audio_logits, side["tokens"], side["weights"], ids, coefficients)
-    return logp, (text_logits, audio_logits)
+    """log pi of one side's sequences [B], and the positions' CE it came from (for the SFT term)."""
+    ce = forward_ce(module, params, side["tokens"])
+    return log_probs_of(*ce, side["tokens"], side["weights"], module.config.tokens, coefficients), ce
 
 
 def reference_log_probs(
@@ -78,7 +77,7 @@ class DPOObjective:
     coefficients: LossCoefficients = LossCoefficients()
 
     def sums(self, module: FLMAudioLM, params: Any, batch: Batch, *ref_params: Any) -> dict[str, Any]:
-        chosen, (text_logits, audio_logits) = _log_probs(module, params, batch, self.coefficients)
+        chosen, chosen_ce = _log_probs(module, params, batch, self.coefficients)
         rejected, _ = _log_probs(module, params, rejected_side(batch), self.coefficients)
         if ref_params:
             ref = reference_log_probs(module, ref_params[0], batch, self.coefficients)
@@ -88,7 +87,7 @@ class DPOObjective:
         pairs = {k: jnp.sum(v) for k, v in pair.items()}
         pairs["wins"] = jnp.sum((pair["margin"] > 0).astype(jnp.float32))
         pairs["count"] = jnp.asarray(chosen.shape[0], jnp.float32)
-        sft = loss_terms(text_logits, audio_logits, batch["tokens"], batch["weights"], module.config.tokens)
+        sft = terms_of(*chosen_ce, batch["tokens"], batch["weights"], module.config.tokens)
         return {"sft": sft, "pairs": pairs}
 
     def normalisers(self, config: ModelConfig, batch: Batch) -> dict[str, Any]:

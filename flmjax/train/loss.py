@@ -1,6 +1,7 @@
 """The FLM-Audio training loss (paper Eq. 3).
 
-L = a1 * CE(speak, semantic) + a2 * CE(speak, acoustic) + b * CE(monologue) + g * CE(<wait>).
+L = a1 * CE(speak, semantic) + a2 * CE(speak, acoustic) + b * CE(monologue) + g * CE(<wait>)
+    (+ w_sil * CE([SILENCE]) + w_role * CE([ASSISTANT], [EPAD]) with BayLing-Duplex's state tokens).
 
 Positions carry float weights (1 = in the loss, 0 = not; the data layouts produce them). The class of a
 weighted position follows from where it is and what it predicts: speak codebook 0 is semantic, 1..7
@@ -22,7 +23,7 @@ import optax
 
 from flmjax.tokens import TokenIds
 
-TERMS = ("semantic", "acoustic", "monologue", "wait")
+TERMS = ("semantic", "acoustic", "monologue", "wait", "silence", "role")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,12 @@ class LossCoefficients:
     acoustic: float = 0.5  # alpha_2
     monologue: float = 1.0  # beta
     wait: float = 0.01  # gamma
+    # BayLing-Duplex's state tokens (vocabularies that have them): omega_sil for [SILENCE], omega_role for
+    # [ASSISTANT] / [EPAD]; [PAD] is monologue. Defaults: [SILENCE] stands where `<wait>` would, so gamma;
+    # the role tokens as monologue. BayLing's 0.1 / 10 weight one mean over all positions (its Eq. 5),
+    # not per-class means as here, so its values do not carry over as they are.
+    silence: float = 0.01  # omega_sil
+    role: float = 1.0  # omega_role
 
 
 def _masked(ce: jax.Array, correct: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
@@ -93,11 +100,17 @@ def _positions(
     audio_ok = (jnp.argmax(audio_logits, -1) == audio_target).astype(jnp.float32)
 
     is_wait = (text_target == ids.text_wait).astype(jnp.float32)
+    text_classes = {"wait": is_wait}
+    if ids.state_tokens is not None:
+        silence, assistant, _, epad = ids.state_tokens
+        text_classes["silence"] = (text_target == silence).astype(jnp.float32)
+        text_classes["role"] = ((text_target == assistant) | (text_target == epad)).astype(jnp.float32)
+    monologue = 1.0 - sum(text_classes.values())
     return {
         "semantic": (audio_ce[..., 0], audio_ok[..., 0], audio_weight[..., 0]),
         "acoustic": (audio_ce[..., 1:], audio_ok[..., 1:], audio_weight[..., 1:]),
-        "monologue": (text_ce, text_ok, text_weight * (1.0 - is_wait)),
-        "wait": (text_ce, text_ok, text_weight * is_wait),
+        "monologue": (text_ce, text_ok, text_weight * monologue),
+        **{name: (text_ce, text_ok, text_weight * mask) for name, mask in text_classes.items()},
     }
 
 
@@ -144,12 +157,25 @@ def sequence_log_probs(
 ) -> jax.Array:
     """log pi(s) of every sequence, [B]: the sum over the positions that carry loss of their
     log-probability, each weighted by its position weight and its class's coefficient (alpha_1, alpha_2,
-    beta, gamma). Unlike `finalize_loss` it is not normalised per class: DPO compares the likelihoods of
-    two sequences whose classes hold different token counts (a late reply has more `<wait>` and silence
-    positions), and a per-class mean would not be a sequence's log-likelihood."""
+    beta, gamma; omega_sil, omega_role). Unlike `finalize_loss` it is not normalised per class: DPO
+    compares the likelihoods of two sequences whose classes hold different token counts (a late reply has
+    more `<wait>` and silence positions), and a per-class mean would not be a sequence's log-likelihood."""
+    text_ce, text_ok = text_ce_and_correct(text_logits, tokens[:, 1:, 0])
+    return log_probs_of(text_ce, text_ok, audio_logits, tokens, weights, ids, coefficients)
+
+
+def log_probs_of(
+    text_ce: jax.Array,
+    text_ok: jax.Array,
+    audio_logits: jax.Array,
+    tokens: jax.Array,
+    weights: jax.Array,
+    ids: TokenIds,
+    coefficients: LossCoefficients = LossCoefficients(),
+) -> jax.Array:
+    """`sequence_log_probs` from the text positions' CE and correctness [B, T] (`text_ce_and_correct`)."""
     total = jnp.zeros(tokens.shape[:1], jnp.float32)
-    text = text_ce_and_correct(text_logits, tokens[:, 1:, 0])
-    for name, (ce, _, weight) in _positions(*text, audio_logits, tokens, weights, ids).items():
+    for name, (ce, _, weight) in _positions(text_ce, text_ok, audio_logits, tokens, weights, ids).items():
         total = total - getattr(coefficients, name) * jnp.sum((ce * weight).reshape(ce.shape[0], -1), axis=1)
     return total
 

@@ -22,6 +22,7 @@ from flmjax.interop.hf import load_hf_params
 from flmjax.interop.qwen import load_qwen_lm
 from flmjax.model import lora as lora_lib
 from flmjax.model.pretrained import abstract_params
+from flmjax.model.vocab import grow_text_vocab, grows_text_vocab
 from flmjax.sharding import make_mesh
 from flmjax.train import checkpoint as ckpt
 from flmjax.train.config import TrainConfig
@@ -187,15 +188,33 @@ def _lora_state(
 
 def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
     """Parameters of a trainer checkpoint (onto the mesh directly) or of an HF-layout export (via host),
-    in the dtype of `target`'s arrays."""
+    in the dtype of `target`'s arrays. A checkpoint without the configured model's state tokens (the same
+    model, a smaller text vocabulary) loads with its vocabulary grown (`flmjax.model.vocab`)."""
     if trainer_checkpoint.is_trainer_checkpoint(path):
-        ckpt.check_same_model(path, trainer_checkpoint.model_config_of(path), model)
-        return trainer_checkpoint.restore_params(path, target)
-    if not os.path.isfile(os.path.join(path, "config.json")):
+        saved = trainer_checkpoint.model_config_of(path)
+    elif os.path.isfile(os.path.join(path, "config.json")):
+        saved = ModelConfig.from_json_file(os.path.join(path, "config.json"))
+    else:
         raise SetupError(f"init.params_from={path}: neither an flmjax checkpoint nor an HF-layout directory")
-    ckpt.check_same_model(path, ModelConfig.from_json_file(os.path.join(path, "config.json")), model)
-    dtype = np.dtype(jax.tree_util.tree_leaves(target)[0].dtype)
-    return load_hf_params(path, model, abstract_params(model), dtype)
+    grow = grows_text_vocab(saved, model)
+    source = model.replace(tokens=saved.tokens) if grow else model  # only the vocabulary differs
+    if not grow:
+        ckpt.check_same_model(path, saved, model)
+    if trainer_checkpoint.is_trainer_checkpoint(path):
+        params = trainer_checkpoint.restore_params(path, target if not grow else _on_one_device(source))
+    else:
+        params = load_hf_params(path, source, abstract_params(source), np.dtype(jax.tree_util.tree_leaves(target)[0].dtype))
+    if not grow:
+        return params
+    params = grow_text_vocab(params, saved, model)
+    return jax.tree_util.tree_map(lambda p, t: jax.device_put(p.astype(t.dtype), t.sharding), params, target)
+
+
+def _on_one_device(config: ModelConfig) -> Any:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(config)
+    )
 
 
 def _reference_params(

@@ -36,6 +36,7 @@ from flmjax.train.loss import (
     finalize_loss,
     loss_terms,
     terms_of,
+    text_ce_and_correct,
 )
 from flmjax.train.optimizer import apply_learning_rate
 from flmjax.train.state import TrainState, batch_sharding, replicated
@@ -65,17 +66,24 @@ def model_params(state: TrainState) -> Any:
     return state.params if state.frozen is None else Adapted(state.frozen, state.params)
 
 
-def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
-    """`loss_terms` of the sequences `batch["tokens"]` under `params` (a tree, or `Adapted`; with
-    `text_loss_chunk`, the text logits a block of columns at a time)."""
-    tokens, config = batch["tokens"], module.config
-    if config.numerics.text_loss_chunk <= 0:
+def forward_ce(module: FLMAudioLM, params: Any, tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The text positions' CE and correctness [B, T] and the audio logits of sequences `tokens` under
+    `params` (a tree, or `Adapted`; with `text_loss_chunk`, the text logits a block of columns at a time)."""
+    config = module.config
+    chunk = config.numerics.text_loss_chunk
+    if chunk <= 0:
         text_logits, audio_logits = apply_model(module, params, tokens)
-        return loss_terms(text_logits, audio_logits, tokens, batch["weights"], config.tokens)
+        return (*text_ce_and_correct(text_logits, tokens[:, 1:, 0]), audio_logits)
     hidden, audio_logits = apply_model(module, params, tokens, method=FLMAudioLM.features)
     logits_of = lambda h: apply_model(module, params, h, method=FLMAudioLM.text_logits)  # noqa: E731
-    text_ce, text_ok = chunked_text_ce_and_correct(logits_of, hidden, tokens[:, 1:, 0], config.numerics.text_loss_chunk)
-    return terms_of(text_ce, text_ok, audio_logits, tokens, batch["weights"], config.tokens)
+    text_ce, text_ok = chunked_text_ce_and_correct(logits_of, hidden, tokens[:, 1:, 0], chunk)
+    return text_ce, text_ok, audio_logits
+
+
+def batch_terms(module: FLMAudioLM, params: Any, batch: Batch) -> Terms:
+    """`loss_terms` of the sequences `batch["tokens"]` under `params` (see `forward_ce`)."""
+    tokens = batch["tokens"]
+    return terms_of(*forward_ce(module, params, tokens), tokens, batch["weights"], module.config.tokens)
 
 
 def term_masses(config: ModelConfig, batch: Batch) -> dict[str, jax.Array]:

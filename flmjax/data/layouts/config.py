@@ -9,6 +9,7 @@ from flmjax.config import ConfigError
 from flmjax.tokens import FRAME_RATE_HZ
 
 ALIGNMENTS = ("contiguous", "word")
+TEXT_STATES = ("wait", "bayling")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,9 @@ class LayoutConfig:
     reaction_s: float = 0.5  # free user inputs: the model stops within this delay of the user's onset
     alignment: str = "contiguous"  # post-training text: "contiguous" sentences or "word" (Moshi-like ablation)
     sentence_gap_s: float = 0.6  # recorded conversations (moshi:): a longer silence between words ends a sentence
+    # Dialogs' text channel outside the text: FLM-Audio's "wait" (`<wait>`), or "bayling": BayLing-Duplex's
+    # state tokens [SILENCE] / [ASSISTANT] / [PAD] / [EPAD] (`layouts.states`; needs a *_state model).
+    text_states: str = "wait"
 
     def __post_init__(self) -> None:
         lo, hi = self.gap_s
@@ -36,6 +40,7 @@ class LayoutConfig:
             "reaction_s must be >= 0": self.reaction_s >= 0.0,
             "sentence_gap_s must be >= 0": self.sentence_gap_s >= 0.0,
             "alignment must be 'contiguous' or 'word'": self.alignment in ALIGNMENTS,
+            "text_states must be 'wait' or 'bayling'": self.text_states in TEXT_STATES,
         }
         for message, ok in checks.items():
             if not ok:

@@ -10,7 +10,7 @@ import numpy as np
 
 from flmjax.data.layouts.checks import check_codes, check_fits, check_text
 from flmjax.data.layouts.config import LayoutConfig
-from flmjax.data.layouts.render import render
+from flmjax.data.layouts.render import render, tiled
 from flmjax.data.layouts.segments import (
     DIALOG_LAYOUTS,
     Channel,
@@ -21,6 +21,7 @@ from flmjax.data.layouts.segments import (
     SegmentKind,
     clip_segments,
 )
+from flmjax.data.layouts.states import apply_state_tokens
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
 
 
@@ -193,15 +194,22 @@ def render_dialog(
     `silence_codes` [8, P]: Mimi codes of silence (speak while the model is silent, listen while the user
     is). `listen_codes` [8, >= plan.num_frames - 1]: the whole listen channel from frame 1 (a user track
     rendered with the plan's timing, augmented, then encoded); None places each user turn's codes.
+    With `cfg.text_states="bayling"` the text channel carries the dialogue-state tokens (`layouts.states`).
     """
     silence = check_codes(silence_codes, ids, "silence_codes")
     if listen_codes is not None:
         listen_codes = check_codes(listen_codes, ids, "listen_codes")
         if listen_codes.shape[1] < plan.num_frames - 1:
             raise LayoutError(f"listen_codes has {listen_codes.shape[1]} frames, the plan needs {plan.num_frames - 1}")
-    total = cfg.sample_frames if cfg.pad_dialogs else min(plan.num_frames, cfg.sample_frames)
+    states = cfg.text_states == "bayling"
+    content = plan.num_frames + 1 if states else plan.num_frames  # state tokens: room for the last [EPAD]
+    if listen_codes is not None and listen_codes.shape[1] < content - 1:  # that frame: listen silence
+        listen_codes = np.concatenate([listen_codes, tiled(silence, content)[content - 1 :].T], axis=1)
+    total = cfg.sample_frames if cfg.pad_dialogs else min(content, cfg.sample_frames)
     audio = [np.asarray(t["codes"]) for t in turns]
-    tokens, weights = render(plan.segments, audio, plan.num_frames, total, ids, silence, listen_codes)
+    tokens, weights = render(plan.segments, audio, content, total, ids, silence, listen_codes)
+    if states:
+        apply_state_tokens(tokens, plan.segments, content, ids)
     return Sample(tokens, weights, clip_segments(plan.segments, total), plan.layout)
 
 
