@@ -203,7 +203,9 @@ def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
     if trainer_checkpoint.is_trainer_checkpoint(path):
         params = trainer_checkpoint.restore_params(path, target if not grow else _on_one_device(source))
     else:
-        params = load_hf_params(path, source, abstract_params(source), np.dtype(jax.tree_util.tree_leaves(target)[0].dtype))
+        params = load_hf_params(
+            path, source, abstract_params(source), np.dtype(jax.tree_util.tree_leaves(target)[0].dtype)
+        )
     if not grow:
         return params
     params = grow_text_vocab(params, saved, model)
