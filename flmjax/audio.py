@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import scipy.signal
@@ -21,6 +23,8 @@ MIMI_SAMPLE_RATE = 24_000
 # Kaiser beta of the resampling low-pass: what would alias is ~70 dB down, and the pass band stays
 # flat (< 0.3 dB) to 10 kHz when going to 24 kHz (checked in tests/test_audio.py).
 RESAMPLE_KAISER_BETA = 8.0
+TRIM_LEVEL = 1e-3  # |sample| below this at either end of synthesized speech counts as silence
+ESPEAK_MISSING = "espeak-ng not found: text turns need it (apt-get install espeak-ng), or give the turn an 'audio' file"
 
 
 class AudioError(FlmjaxError):
@@ -84,3 +88,20 @@ def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 def prepare_for_mimi(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     """Any float audio ([channels, samples] or [samples]) at any rate -> float32 [1, samples] mono, 24 kHz."""
     return resample(to_mono(pcm), sample_rate, MIMI_SAMPLE_RATE)
+
+
+def espeak(text: str, voice: str = "en-us", speed: int | None = None) -> np.ndarray:
+    """espeak-ng (`speed` in words per minute, default espeak's 175) -> float32 mono at 24 kHz, leading and
+    trailing silence trimmed: what scripted users say and what the synthetic curriculum is made of."""
+    if shutil.which("espeak-ng") is None:
+        raise AudioError(ESPEAK_MISSING)
+    cmd = ["espeak-ng", "-v", voice, *(["-s", str(speed)] if speed else []), "--stdout", text]
+    run = subprocess.run(cmd, capture_output=True)
+    if run.returncode != 0 or not run.stdout:
+        raise AudioError(f"espeak-ng -v {voice} failed: {run.stderr.decode(errors='replace').strip()[:200]}")
+    pcm, rate = soundfile.read(io.BytesIO(run.stdout), dtype="float32", always_2d=True)
+    pcm = resample(pcm.T, rate, MIMI_SAMPLE_RATE)[0]
+    loud = np.flatnonzero(np.abs(pcm) > TRIM_LEVEL)
+    if not loud.size:
+        raise AudioError(f"espeak-ng -v {voice} produced silence for {text!r}")
+    return pcm[loud[0] : loud[-1] + 1]

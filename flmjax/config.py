@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 from flmjax.errors import FlmjaxError
-from flmjax.tokens import RELEASE_TOKENS, TokenIds
+from flmjax.tokens import RELEASE_TOKENS, WORD_TOKENS, TokenIds
 
 Remat = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -294,6 +294,22 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         output_mult=4.0,
         mup_scale_factor=4.0,
         depformer=DepformerConfig(dim=96, num_layers=2, num_heads=4),
+    ),
+    # The school (launch/bench_learning.py): trained from scratch on the synthetic curriculum on a CPU;
+    # the curriculum's word vocabulary (1024 ids) instead of Qwen's 151668-row text head.
+    "school": ModelConfig(
+        hidden_size=128,
+        num_layers=3,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        intermediate_size=384,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        output_mult=4.0,
+        mup_scale_factor=4.0,
+        depformer=DepformerConfig(dim=32, num_layers=1, num_heads=2),
+        tokens=WORD_TOKENS,
     ),
 }
 # BayLing-Duplex's dialogue-state tokens appended after each vocabulary (`TokenIds.with_state_tokens`):

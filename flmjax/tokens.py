@@ -142,6 +142,9 @@ class TokenIds:
 STATE_TOKEN_KEYS = ("text_silence_token_id", "text_assistant_token_id", "text_pad_token_id", "text_epad_token_id")
 
 RELEASE_TOKENS = TokenIds()
+# A small text vocabulary for models trained from scratch on a closed curriculum (`school`): bytes 0..255,
+# then the specials, then whole words (`flmjax.data.text_tokenizer.WordTokenizer`); 1024 rows in all.
+WORD_TOKENS = TokenIds(text_vocab_size=1024, text_wait=256, text_asr=257, text_answer=258, bos=259, eos=260)
 
 
 def delay_streams(raw: np.ndarray, ids: TokenIds = RELEASE_TOKENS, fill: np.ndarray | None = None) -> np.ndarray:

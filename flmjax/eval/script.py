@@ -20,21 +20,15 @@ Events may overlap each other (their audio is mixed).
 from __future__ import annotations
 
 import dataclasses
-import io
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from flmjax import audio
 from flmjax.eval import EvalError, read_json
 
 KINDS = ("turn", "hesitation", "barge_in", "backchannel")
 SAMPLE_RATE = 24_000
-TRIM_LEVEL = 1e-3  # |sample| below this at either end of synthesized speech counts as silence
-ESPEAK_MISSING = "espeak-ng not found: text turns need it (apt-get install espeak-ng), or give the turn an 'audio' file"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,19 +112,11 @@ def parse_script(path: str | Path) -> Script:
 
 
 def speak(text: str, voice: str = "en-us", speed: int | None = None) -> np.ndarray:
-    """espeak-ng -> float32 mono at 24 kHz, leading and trailing silence trimmed."""
-    if shutil.which("espeak-ng") is None:
-        raise EvalError(ESPEAK_MISSING)
-    cmd = ["espeak-ng", "-v", voice, *(["-s", str(speed)] if speed else []), "--stdout", text]
-    run = subprocess.run(cmd, capture_output=True)
-    if run.returncode != 0 or not run.stdout:
-        raise EvalError(f"espeak-ng -v {voice} failed: {run.stderr.decode(errors='replace').strip()[:200]}")
-    pcm, rate = soundfile.read(io.BytesIO(run.stdout), dtype="float32", always_2d=True)
-    pcm = audio.resample(pcm.T, rate, SAMPLE_RATE)[0]
-    loud = np.flatnonzero(np.abs(pcm) > TRIM_LEVEL)
-    if not loud.size:
-        raise EvalError(f"espeak-ng -v {voice} produced silence for {text!r}")
-    return pcm[loud[0] : loud[-1] + 1]
+    """espeak-ng -> float32 mono at 24 kHz, leading and trailing silence trimmed (`flmjax.audio.espeak`)."""
+    try:
+        return audio.espeak(text, voice, speed)
+    except audio.AudioError as e:
+        raise EvalError(str(e)) from None
 
 
 def event_audio(event: UserEvent, notes: list[str]) -> np.ndarray:

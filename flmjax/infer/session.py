@@ -22,6 +22,7 @@ from flmjax.infer.text import Detokenizer, TextStream
 from flmjax.mimi import Mimi
 from flmjax.model.pretrained import FLMAudio
 from flmjax.rows import select_rows
+from flmjax.tokens import TokenIds
 
 
 class SessionState(NamedTuple):
@@ -37,10 +38,11 @@ class FrameResult(NamedTuple):
     user_codes: np.ndarray  # [B, 8] int32 Mimi's codes of this input frame (what the model heard)
 
 
-def default_tokenizer() -> Detokenizer:
-    from flmjax.data.text_tokenizer import load_text_tokenizer
+def default_tokenizer(ids: TokenIds) -> Detokenizer:
+    """The tokenizer of a model's text vocabulary (the curriculum's words for `WORD_TOKENS`, else Qwen2.5)."""
+    from flmjax.data.text_tokenizer import tokenizer_for
 
-    return load_text_tokenizer()
+    return tokenizer_for(ids)
 
 
 class Session:
@@ -66,8 +68,8 @@ class Session:
         self.batch_size = batch_size
         self.frame_size = mimi.frame_size
         self.sample_rate = mimi.sample_rate
-        tokenizer = tokenizer or default_tokenizer()
         ids = model.config.tokens
+        tokenizer = tokenizer or default_tokenizer(ids)
         self.text = [TextStream(tokenizer, ids.text_wait, ids.state_tokens or ()) for _ in range(batch_size)]
         self.settings = per_stream_settings(settings, batch_size)
         self.state = SessionState(self.decoder.init_state(self.settings), mimi.init_state(batch_size))

@@ -63,13 +63,17 @@ class MimiModel(nn.Module):
 
     # --- whole signals ---------------------------------------------------------------------------------
 
-    def encode(self, pcm: jax.Array) -> jax.Array:
-        """pcm [B, 1, N] (N a multiple of frame_size) -> codes [B, n_q, N / frame_size] int32."""
+    def latent(self, pcm: jax.Array) -> jax.Array:
+        """pcm [B, 1, N] (N a multiple of frame_size) -> what the quantizer quantizes [B, N / frame_size, dimension]."""
         batch = pcm.shape[0]
         x, _ = self.encoder(pcm.transpose(0, 2, 1), self.encoder.init_state(batch))
         x = self.encoder_transformer(x)
         x, _ = self.downsample(x, self.downsample.init_state(batch))
-        return self.quantizer.encode(x).transpose(0, 2, 1)
+        return x
+
+    def encode(self, pcm: jax.Array) -> jax.Array:
+        """pcm [B, 1, N] (N a multiple of frame_size) -> codes [B, n_q, N / frame_size] int32."""
+        return self.quantizer.encode(self.latent(pcm)).transpose(0, 2, 1)
 
     def decode(self, codes: jax.Array) -> jax.Array:
         """codes [B, n_q, F] -> pcm [B, 1, F * frame_size]."""
