@@ -53,7 +53,7 @@ def bench_decode(config, batches: list[int], frames: int, length: int | None, wi
     from flmjax.infer.sampling import SamplingSettings
 
     started = time.perf_counter()
-    bf16 = FLMAudio.init(config.replace(dtype="bfloat16", param_dtype="bfloat16"), seed=0)
+    bf16 = FLMAudio.init(config.with_numerics(dtype="bfloat16", param_dtype="bfloat16"), seed=0)
     models = {"bf16": bf16, "int8": bf16.quantized()}
     window = window or config.max_position_embeddings
     age = window if length is None else length
@@ -119,7 +119,7 @@ def bench_train(config, seq: int, steps: int, device) -> None:
     from flmjax.train.state import random_state
     from flmjax.train.step import jit_train_step, make_train_step
 
-    config = config.replace(dtype="bfloat16", param_dtype="float32", remat="full")
+    config = config.with_numerics(dtype="bfloat16", param_dtype="float32", remat="full")
     mesh = make_mesh(1, 1, 1)
     optimizer = make_optimizer(OptimizerConfig())
     state = random_state(config, optimizer, mesh, seed=0)
