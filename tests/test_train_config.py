@@ -64,7 +64,7 @@ def test_a_corpus_argument_round_trips():
         (["--steps.value=3"], "unknown config field 'steps.value'"),
         (["--data.corpora", "nme=x"], "--data.corpora: 'nme=x' is not one of name=..., manifest=..."),
         (["--data.corpora", "name=x,weight=lots"], "weight must be a number"),
-        (["--model=flm70b"], "model must be one of demo, demo_state, flm7b, flm7b_state, tiny, tiny_state"),
+        (["--model=flm70b"], "model must be one of demo, demo_state, flm7b, flm7b_state, school, tiny, tiny_state"),
         (["--optimizer.peak_lr=-1"], "peak_lr must be > 0"),
         (["--log.progress=maybe"], "--log.progress: expected True or False"),
         (["--data.layout_config.gap_s", "0.5"], "--data.layout_config.gap_s"),
