@@ -77,6 +77,19 @@ def _check_turn(turn: Turn, index: int, ids: TokenIds) -> tuple[str, np.ndarray,
     return turn["role"], codes, check_text(turn["text_tokens"], ids, what)
 
 
+def response_segment(
+    text: Sequence[int], text_start: int, speech_start: int, frames: int, source: int, cut: int | None
+) -> Segment:
+    """A model turn of `frames` speech frames on the speak channel, stopped at frame `cut` when given:
+    its speech ends there and its text keeps only the tokens placed before it."""
+    kept = tuple(text) if cut is None else tuple(text)[: max(0, cut - text_start)]
+    return Segment.place(
+        SegmentKind.RESPONSE, text=kept, text_start=text_start, audio_start=speech_start,
+        audio_frames=frames if cut is None else cut - speech_start, channel=Channel.SPEAK, source=source,
+        cut_frame=cut,
+    )  # fmt: skip
+
+
 def plan_dialog(
     turns: Sequence[Turn],
     layout: Layout | str,
@@ -163,21 +176,8 @@ def plan_dialog(
             onset = max(speech_start, speech_start + n + gaps[i + 1])
         if onset is not None and answered(i) and onset + reaction < speech_start + n:
             cut = onset + reaction
-        kept_text = text if cut is None else text[: max(0, cut - text_start)]
-        spoken = n if cut is None else cut - speech_start
-        segments.append(
-            Segment.place(
-                SegmentKind.RESPONSE,
-                text=kept_text,
-                text_start=text_start,
-                audio_start=speech_start,
-                audio_frames=spoken,
-                channel=Channel.SPEAK,
-                source=i,
-                cut_frame=cut,
-            )
-        )
-        end = speech_start + spoken
+        segments.append(response_segment(text, text_start, speech_start, n, i, cut))
+        end = speech_start + n if cut is None else cut
     return DialogPlan(layout, segments, max(s.end for s in segments))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from flmjax.config import ConfigError
 from flmjax.data.layouts.checks import check_codes
 from flmjax.data.layouts.config import LayoutConfig
-from flmjax.data.layouts.dialog import DialogPlan, Turn, render_dialog
+from flmjax.data.layouts.dialog import DialogPlan, Turn, render_dialog, response_segment
 from flmjax.data.layouts.render import tiled
 from flmjax.data.layouts.segments import LayoutError, Sample, Segment, SegmentKind, frames
 from flmjax.tokens import RELEASE_TOKENS, TokenIds
@@ -99,13 +99,9 @@ def _moved(seg: Segment, shift: int) -> Segment:
 def _stopped(seg: Segment, full_text: tuple[int, ...], full_frames: int, stop: int) -> Segment:
     """A response segment whose speech runs until `stop` (at most its whole turn), its text with it."""
     assert seg.text_start is not None and seg.audio_start is not None
-    end = min(stop, seg.audio_start + full_frames)
-    cut = end if end < seg.audio_start + full_frames else None
-    kept = full_text if cut is None else full_text[: max(0, cut - seg.text_start)]
-    return Segment.place(
-        SegmentKind.RESPONSE, text=kept, text_start=seg.text_start, audio_start=seg.audio_start,
-        audio_frames=end - seg.audio_start, channel=seg.channel, source=seg.source, cut_frame=cut,
-    )  # fmt: skip
+    assert seg.source is not None
+    cut = stop if stop < seg.audio_start + full_frames else None
+    return response_segment(full_text, seg.text_start, seg.audio_start, full_frames, seg.source, cut)
 
 
 def plan_pair(
