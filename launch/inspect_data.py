@@ -75,7 +75,8 @@ def _show(config: DataConfig, args: argparse.Namespace, laid: LaidOut, sample: S
     frames = sample.tokens.shape[0]
     names = [c.name for c in config.corpora]
     print(
-        f"config {config.name} ({config.layout}), sample {args.index}: layout {sample.layout}, {frames} frames ({frames / 12.5:.1f} s)"
+        f"config {config.name} ({config.layout}), sample {args.index}: layout {sample.layout}, "
+        f"{frames} frames ({frames / 12.5:.1f} s)"
     )
     parts = [f"{names[c]}[{r}] (pass {p})" for c, r, p in laid.items]
     shown = 12  # a packed 8192-frame sample holds hundreds of records: name the first few

@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=opts.seed if args.seed is None else args.seed,
             shard_size=args.shard_size,
         )
-        tfds_options = {"data_dir": args.tfds_data_dir, "audio_key": args.tfds_audio_key, "text_key": args.tfds_text_key,
-                        "id_key": args.tfds_id_key, "language": args.language, "source": args.source}  # fmt: skip
+        tfds_options = {"data_dir": args.tfds_data_dir, "audio_key": args.tfds_audio_key,
+                        "text_key": args.tfds_text_key, "id_key": args.tfds_id_key, "language": args.language,
+                        "source": args.source}  # fmt: skip
         hf_options = {"audio_key": args.hf_audio_key, "text_key": args.hf_text_key, "id_key": args.hf_id_key,
                       "language": args.language, "source": args.source}  # fmt: skip
         report = prepare_corpus(args.corpus, args.out, opts, workers=args.workers, progress=not args.no_progress,

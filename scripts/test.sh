@@ -19,4 +19,7 @@ python -m pip install -q --disable-pip-version-check -r requirements-test.txt -e
 python -m pip install -q --disable-pip-version-check --no-deps moshi==0.2.13
 # Silero VAD's wheel ships the ONNX model flmjax runs; its torch dependency is not needed at run time.
 python -m pip install -q --disable-pip-version-check --no-deps silero-vad==6.2.3
+# The tree stays linted and formatted (settings in pyproject.toml): cheap, so before the long tests.
+ruff check .
+ruff format --check .
 python -m pytest "$@"

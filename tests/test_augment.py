@@ -132,9 +132,7 @@ def test_augmented_listen_track_of_a_planned_dialog():
     waves = [speech_like(t["codes"].shape[1] * spf / SR, -25.0, k) for k, t in enumerate(dialog)]
     utterances, speak, num_samples = plan_waveforms(plan, waves)
     assert num_samples == (plan.num_frames - 1) * spf
-    assert [u[0] for u in utterances] == [
-        (s.audio_start - 1) * spf for s in plan.segments if s.channel == "listen"
-    ]
+    assert [u[0] for u in utterances] == [(s.audio_start - 1) * spf for s in plan.segments if s.channel == "listen"]
     a0, cut = (response.audio_start - 1) * spf, (response.cut_frame - 1) * spf
     np.testing.assert_array_equal(speak[a0:cut], waves[1][: cut - a0])
     assert not speak[cut : (plan.segments[3].audio_start - 1) * spf].any()  # silent after the cut

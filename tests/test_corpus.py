@@ -49,8 +49,8 @@ def test_broken_entries_are_reported_by_line_and_the_rest_kept(tmp_path):
         json.dumps({"id": "nosegtext", "audio": "a.wav", "segments": [{"start": 0, "end": 1}]}),
         json.dumps(dict(good, id="backwards", segments=[{"start": 2, "end": 1, "text": "x"}])),
         json.dumps(dict(good, id="badsource", source="crowd")),
-        json.dumps(dict(good, id="badwords", segments=[{"start": 0, "end": 1, "text": "a b",
-                                                       "words": [{"start": 0.5, "end": 0.6, "text": "a"}, {"start": 0.1, "end": 0.2, "text": "b"}]}])),
+        json.dumps(dict(good, id="badwords", segments=[{"start": 0, "end": 1, "text": "a b", "words": [
+            {"start": 0.5, "end": 0.6, "text": "a"}, {"start": 0.1, "end": 0.2, "text": "b"}]}])),
         json.dumps({"id": "dlg", "turns": [{"role": "model", "text": "x", "audio": "a.wav", "start": 0}]}),
         "",
         json.dumps(dict(good, id="ok2")),
@@ -77,7 +77,8 @@ def test_broken_entries_are_reported_by_line_and_the_rest_kept(tmp_path):
     turn = {"role": "user", "text": "x", "audio": "a.wav", "start": 1.0}
     dialogs = tmp_path / "dialogs.jsonl"
     dialogs.write_text("\n".join(json.dumps(d) for d in [
-        {"id": "fine", "turns": [turn, dict(turn, role="model", audio={"path": "b.wav", "start": 0.5, "end": 1.5}, start=2.0)]},
+        {"id": "fine", "turns": [turn, dict(turn, role="model", audio={"path": "b.wav", "start": 0.5, "end": 1.5},
+                                            start=2.0)]},
         {"id": "unordered", "turns": [turn, dict(turn, role="model", start=0.5)]},
         {"id": "badspan", "turns": [dict(turn, audio={"path": "b.wav", "start": 2.0, "end": 1.0})]},
     ]))  # fmt: skip

@@ -161,8 +161,8 @@ def test_streams_are_independent_join_and_rest_without_recompiling(model):
     # frame 6. Row 2 hears x but has no input during frames 4..7 (it rests; its codes there are noise).
     rests = np.zeros((16, 3), bool)
     rests[4:8, 2] = True
-    heard = [np.stack([x[i], noise[i, 1] if i < 6 else x[i - 6], noise[i, 2] if rests[i, 2] else x[i - rests[:i, 2].sum()]])
-             for i in range(16)]  # fmt: skip
+    heard = [np.stack([x[i], noise[i, 1] if i < 6 else x[i - 6],
+                       noise[i, 2] if rests[i, 2] else x[i - rests[:i, 2].sum()]]) for i in range(16)]  # fmt: skip
     state, mixed, valid = run_frames(decoder, decoder.init_state(hot), heard, {6: {1: GREEDY}}, ~rests)
     np.testing.assert_array_equal(mixed[0], alone[0])  # undisturbed by the others
     np.testing.assert_array_equal(mixed[1, 6:], alone_greedy[0, :10])  # the joiner equals a fresh stream

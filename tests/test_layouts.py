@@ -90,8 +90,16 @@ def test_tts_speech_starts_two_frames_after_its_text_and_wait_fills_until_it_end
     want.weights[3:, SPEAK] = 1.0
     want.check(sample)
     assert sample.segments == [
-        Segment(kind="tts", text=(10, 11, 12), text_start=1, text_end=4, audio_start=3, audio_end=8,
-                channel="speak", source=0)  # fmt: skip
+        Segment(
+            kind="tts",
+            text=(10, 11, 12),
+            text_start=1,
+            text_end=4,
+            audio_start=3,
+            audio_end=8,
+            channel="speak",
+            source=0,
+        )
     ]
     assert Segment.from_json(json.loads(json.dumps(sample.segments[0].to_json()))) == sample.segments[0]
     classes = loss_classes(sample.tokens, sample.weights)

@@ -74,7 +74,8 @@ def test_update_equals_optax_adamw_with_clipping():
     p_ref, s_ref = params, reference.init(params)
     p_ours, s_ours = params, ours.init(params)
     for step in range(4):
-        grads = jax.tree_util.tree_map(lambda x: jnp.sin(x * (step + 1)) * 3.0, p_ref)  # large: clipping acts
+        # large: clipping acts
+        grads = jax.tree_util.tree_map(lambda x, step=step: jnp.sin(x * (step + 1)) * 3.0, p_ref)
         u_ref, s_ref = reference.update(grads, s_ref, p_ref)
         p_ref = optax.apply_updates(p_ref, u_ref)
         u_ours, s_ours = ours.update(grads, s_ours, p_ours)

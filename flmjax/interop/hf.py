@@ -87,7 +87,7 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
     add("model.norm.weight", (e,), ("backbone", "norm", "weight"))
     add("lm_head.weight", (v, e), ("lm_head",), (), True)
 
-    d, dh, fd = dep.dim, dep.head_dim, dep.mlp_dim
+    d, fd = dep.dim, dep.mlp_dim
     pre = "aud_output_layers."
     add(pre + "linear_in.weight", (n * d, e), ("depformer", "linear_in"), (), True)
     for c in range(n):

@@ -39,7 +39,8 @@ class MimiStream:
         codes = self.mimi.check_codes(codes, "MimiStream.decode")
         if codes.shape[0] != self.batch_size or codes.shape[-1] == 0:
             raise ValueError(
-                f"MimiStream.decode expects codes [{self.batch_size}, {self.mimi.n_q}, k >= 1], got shape {tuple(codes.shape)}"
+                f"MimiStream.decode expects codes [{self.batch_size}, {self.mimi.n_q}, k >= 1], "
+                f"got shape {tuple(codes.shape)}"
             )
         self.state["decode"], pcm = self.mimi.decode_frames(self.mimi.params, self.state["decode"], codes)
         return pcm

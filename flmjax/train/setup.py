@@ -114,7 +114,8 @@ def resolve_micro_batches(config: TrainConfig, mesh: Mesh) -> int:
     micro = batch // shards if config.micro_batches == -1 else config.micro_batches
     if micro < 1 or batch % micro or (batch // micro) % shards:
         raise ConfigError(
-            f"data.global_batch {batch} in {config.micro_batches} micro-batches does not split over data x fsdp = {shards} devices"
+            f"data.global_batch {batch} in {config.micro_batches} micro-batches does not split over "
+            f"data x fsdp = {shards} devices"
         )
     return micro
 
