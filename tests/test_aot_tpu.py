@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from flmjax.aot.cost import LoopAwareCost
+from flmjax.aot.cost import LoopAwareCost, _trip_count
 from flmjax.cli import aot
 
 TRAIN_KEYS = ("chips", "device_kind", "per_device_gb", "hbm_gb", "fits", "flops_per_device", "bytes_per_device",
@@ -59,3 +59,14 @@ def test_the_tpu_compiler_compiles_the_tiny_train_step_and_decode_frame(capsys):
     # The ring is read only as far as it is filled: a young conversation's frame reads less.
     assert decode["ring_blocks"] > 1
     assert decode["bytes_per_device_first_block"] < decode["bytes_per_device"]
+
+
+@pytest.mark.parametrize("counter", ["s32", "u32"])
+def test_trip_count_reads_signed_and_unsigned_loop_counters(counter):
+    condition = f"""%cond (p: ({counter}[], f32[4])) -> pred[] {{
+  %p = ({counter}[], f32[4]) parameter(0)
+  %i = {counter}[] get-tuple-element(%p), index=0
+  %n = {counter}[] constant(7)
+  ROOT %lt = pred[] compare(%i, %n), direction=LT
+}}"""
+    assert _trip_count(condition, lambda name: "", None) == 7

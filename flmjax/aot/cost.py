@@ -20,7 +20,8 @@ import re
 _WHILE = re.compile(r"\bwhile\(.*?condition=%([\w.\-]+), body=%([\w.\-]+)(.*)")
 _KNOWN = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')  # the GPU compiler's annotation
 _ROOT = re.compile(r"ROOT %[\w.\-]+ = pred\[\]\S* (compare|fusion)\((%[\w.\-]+(?:, %[\w.\-]+)*)\)(.*)")
-_CONSTANT = r"%{name} = s32\[\]\S* constant\((\d+)\)"
+# Loop counters are s32 or u32 (the TPU compiler picks u32 for some scans of large slices).
+_CONSTANT = r"%{name} = [su]32\[\]\S* constant\((\d+)\)"
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 
 
@@ -63,7 +64,7 @@ def _trip_count(condition: str, computation, traced: int | None) -> int:
         names = [name.lstrip("%") for name in operands.split(", ")]
         bounds = [m for name in names if (m := re.search(_CONSTANT.format(name=re.escape(name)), condition))]
         if op == "fusion" and len(names) == 1:  # the bound was fused into the compare
-            bounds = re.findall(r"= s32\[\]\S* (constant\((\d+)\))", compare)
+            bounds = re.findall(r"= [su]32\[\]\S* (constant\((\d+)\))", compare)
             bounds = [re.search(r"constant\((\d+)\)", b[0]) for b in bounds]
         if "direction=LT" in compare and len(bounds) == 1:
             return int(bounds[0].group(1))
