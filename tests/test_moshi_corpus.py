@@ -5,6 +5,7 @@ LoRA fine-tune on the prepared corpus lowers the loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -185,3 +186,39 @@ def test_lora_fine_tune_on_the_dataset_lowers_the_loss(dataset, tmp_path):
     losses = [json.loads(line)["loss"] for line in open(run / "metrics.jsonl")]
     assert len(losses) == 24 and all(math.isfinite(x) for x in losses)
     assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
+
+
+def test_the_cache_folder_follows_the_window_and_the_alignment(tmp_path):
+    """A changed window or alignment prepares afresh: the records are cut and planned by them."""
+    from flmjax.data.config import CorpusSpec, get_data_config
+    from flmjax.data.prepare import corpus_roots
+
+    base = get_data_config("ft2", cache_dir=str(tmp_path))
+    spec = CorpusSpec(name="mine", manifest=f"moshi:{tmp_path / 'train.jsonl'}")
+
+    def root(**layout):
+        config = base.replace(corpora=(spec,), layout_config=dataclasses.replace(base.layout_config, **layout))
+        return corpus_roots(config)[0]
+
+    assert root(sample_frames=40) == root(sample_frames=40)
+    assert root(sample_frames=40) != root(sample_frames=80)
+    assert root(alignment="word") != root(alignment="contiguous")
+    assert root(sentence_gap_s=0.5) != root(sentence_gap_s=1.5)
+
+
+def test_recordings_take_the_configured_tokenizer(dataset, tmp_path):
+    from flmjax.data.text_tokenizer import named_tokenizer
+    from flmjax.tokens import WORD_TOKENS
+
+    root, _, _ = dataset
+    out = tmp_path / "words"
+    opts = PrepareOptions(layout_config=WINDOW, tokenizer="words")
+    prepare_corpus(f"moshi:{root / 'train.jsonl'}", out, opts, workers=1, progress=False)
+    corpus = records.PreparedCorpus(out)
+    words, _ = named_tokenizer("words")
+    meta, arrays = next(corpus[i] for i in range(len(corpus)) if corpus[i][0]["id"] == "data/a.wav#0")
+    turns, plan, _ = records.dialog_from_record(meta, arrays, 0)
+    model = next(t for t in turns if t["role"] == "model")
+    want = list(words.encode("hello there how are you"))
+    assert list(model["text_tokens"][: len(want)]) == want
+    assert max(model["text_tokens"]) < WORD_TOKENS.text_vocab_size

@@ -35,7 +35,7 @@ from flmjax.data.corpus import CorpusError
 from flmjax.data.encoding import ENCODE_BATCH, RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
 from flmjax.data.loading import LoadedDialog, LoadedSpeech, NoiseBank, load_entry, reader_pool
 from flmjax.data.sources import open_source
-from flmjax.data.text_tokenizer import load_text_tokenizer, named_tokenizer
+from flmjax.data.text_tokenizer import named_tokenizer
 from flmjax.tokens import SAMPLE_RATE
 
 
@@ -53,8 +53,9 @@ class PrepareOptions:
     shard_size: int = 64  # entries per shard
     tokenizer: str = "qwen"  # text tokenizer (flmjax.data.text_tokenizer.TOKENIZERS)
 
-    def fingerprint(self, kind: str) -> dict[str, Any]:
-        """The settings records of `kind` ("speech" or "dialogs") depend on."""
+    def fingerprint(self, kind: str, recorded: bool = False) -> dict[str, Any]:
+        """The settings records of `kind` ("speech" or "dialogs") depend on; `recorded`: dialogs laid out
+        from recordings' own timing (`moshi:` corpora), cut into windows of the sample's length."""
         lc = self.layout_config
         common = {
             "kind": kind,
@@ -65,6 +66,10 @@ class PrepareOptions:
         }
         if kind == "speech":
             return common
+        if recorded:
+            lc = self.layout_config
+            return common | {"layout": str(layouts.Layout.RECORDED), "variants": 1, "augment": None,
+                             "recorded": [lc.sample_frames, lc.alignment, lc.sentence_gap_s]}  # fmt: skip
         return common | {
             "layout": self.layout,
             "variants": self.variants,
@@ -164,7 +169,9 @@ def _recording_records(
 ) -> tuple[list[bytes], float]:
     """Both channels of every recording encoded, then one dialog record per window (flmjax.data.moshi)."""
     codes = encode(mimi, [w for r in loaded for w in (r.left, r.right)])
-    out = moshi.recording_records(loaded, codes[0::2], codes[1::2], opts.layout_config, load_text_tokenizer())
+    out = moshi.recording_records(
+        loaded, codes[0::2], codes[1::2], opts.layout_config, named_tokenizer(opts.tokenizer)[0]
+    )
     return out, sum(len(r.left) + len(r.right) for r in loaded) / SAMPLE_RATE
 
 
@@ -240,11 +247,7 @@ def prepare_corpus(
         )
     mimi = mimi if mimi is not None else LazyMimi(opts.mimi_name, log)
     encode = functools.partial(encode_batched, batch_size=encode_batch)
-    settings = opts.fingerprint(kind)
-    if recorded:
-        lc = opts.layout_config
-        settings = {**settings, "layout": str(layouts.Layout.RECORDED), "variants": 1, "augment": None,
-                    "recorded": [lc.sample_frames, lc.alignment, lc.sentence_gap_s]}  # fmt: skip
+    settings = opts.fingerprint(kind, recorded)
     num_shards = max(1, math.ceil(len(entries) / opts.shard_size))
     spans = [range(s * opts.shard_size, min(len(entries), (s + 1) * opts.shard_size)) for s in range(num_shards)]
     prints = [_shard_fingerprint(settings, [entries[i] for i in span]) for span in spans]
@@ -340,11 +343,13 @@ def corpus_roots(config: DataConfig) -> list[Path]:
     """The prepared folder of each of a config's corpora: its `prepared`, else a cache folder named by
     the preparation settings (so a changed setting prepares afresh instead of reusing stale records)."""
     roots = []
-    fingerprint = PrepareOptions.for_data_config(config).fingerprint("dialogs" if config.is_dialog else "speech")
+    opts = PrepareOptions.for_data_config(config)
     for spec in config.corpora:
         if spec.prepared is not None:
             roots.append(Path(spec.prepared))
             continue
+        recorded = spec.manifest.startswith(moshi.PREFIX)
+        fingerprint = opts.fingerprint("dialogs" if config.is_dialog or recorded else "speech", recorded)
         source = spec.manifest if spec.manifest.startswith("tfds:") else str(Path(spec.manifest).resolve())
         key = hashlib.sha256(json.dumps([fingerprint, source], sort_keys=True).encode()).hexdigest()[:10]
         roots.append(Path(config.cache_dir) / f"{spec.name}-{key}")
