@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from flmjax import FLMAudio
+from flmjax.cli import export as export_cli
 from flmjax.config import get_model_config
 from flmjax.interop.trainer_checkpoint import CheckpointError
 from flmjax.train.checkpoint import export_checkpoint
@@ -25,7 +22,6 @@ from flmjax.train.setup import setup_stage
 from tests.synthetic_data import synthetic_batches
 
 MODEL = get_model_config("tiny")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +62,7 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
+def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path, capsys):
     # Stage one: random start, 1 warmup step of 5, evaluations on a held-out split every 2 steps and at the end.
     first = _config(tmp_path, "one", steps=5, **{"init.random_ok": True, "optimizer.peak_lr": 2e-3,
                                                  "optimizer.end_lr": 2e-4, "optimizer.warmup_fraction": 0.2,
@@ -104,17 +100,15 @@ def test_stages_chain_from_each_other_and_follow_their_schedules(tmp_path):
     _assert_same(FLMAudio.from_pretrained(exported).params, trained_two.params)
     third = setup_stage(_config(tmp_path, "three", steps=2, **{"init.params_from": str(exported)}), _data(2))
     _assert_same(third.state.params, trained_two.params)
-    cli = subprocess.run([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", two.run_dir, "--out",
-                          str(tmp_path / "bf16")], capture_output=True, text=True,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"))  # fmt: skip
-    assert cli.returncode == 0, cli.stderr
+    # The export CLI in this process (its main(argv), as launch/export.py runs it): no second JAX start-up.
+    capsys.readouterr()
+    assert export_cli.main(["--checkpoint", two.run_dir, "--out", str(tmp_path / "bf16")]) == 0, capsys.readouterr().err
     bf16 = FLMAudio.from_pretrained(tmp_path / "bf16", dtype="bfloat16")
     _assert_same(bf16.params, jax.tree_util.tree_map(lambda p: p.astype("bfloat16"), trained_two.params))
-    missing = subprocess.run([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path),
-                              "--out", str(tmp_path / "none")], capture_output=True, text=True)  # fmt: skip
-    assert (
-        missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no flmjax checkpoint" in missing.stderr
-    )
+    capsys.readouterr()
+    returncode = export_cli.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "none")])
+    stderr = capsys.readouterr().err
+    assert returncode == 2 and stderr.strip().count("\n") == 0 and "no flmjax checkpoint" in stderr
 
     # A full state (step, parameters, AdamW moments) continues stage one where it stopped.
     cont = setup_stage(_config(tmp_path, "one_more", steps=8, **{"init.state_from": one.run_dir}), _data(0))
