@@ -28,7 +28,7 @@ from flmjax.config import ModelConfig
 from flmjax.model.flm_audio import FLMAudioLM
 from flmjax.train.config import DPOConfig
 from flmjax.train.loss import LossCoefficients, finalize_loss, log_probs_of, terms_of
-from flmjax.train.step import Batch, forward_ce, term_masses, with_masses
+from flmjax.train.step import Adapted, Batch, forward_ce, term_masses, with_masses
 
 
 def rejected_side(batch: Batch) -> Batch:
@@ -75,12 +75,20 @@ class DPOObjective:
 
     dpo: DPOConfig = DPOConfig()
     coefficients: LossCoefficients = LossCoefficients()
+    # LoRA: pi_ref is the frozen base with zero adapters (the stage's start), run by the policy's own
+    # program, so no reference parameters travel as context
+    base_reference: bool = False
 
     def sums(self, module: FLMAudioLM, params: Any, batch: Batch, *ref_params: Any) -> dict[str, Any]:
         chosen, chosen_ce = _log_probs(module, params, batch, self.coefficients)
         rejected, _ = _log_probs(module, params, rejected_side(batch), self.coefficients)
         if ref_params:
             ref = reference_log_probs(module, ref_params[0], batch, self.coefficients)
+        elif self.base_reference:
+            if not isinstance(params, Adapted):
+                raise TypeError("DPOObjective(base_reference=True) needs LoRA's Adapted parameters")
+            zero = jax.tree_util.tree_map(jnp.zeros_like, params.adapters)
+            ref = reference_log_probs(module, Adapted(params.base, zero, params.rng), batch, self.coefficients)
         else:
             ref = {k: batch[k] for k in ("chosen_ref_logp", "rejected_ref_logp")}
         pair = preference_losses(chosen, rejected, ref["chosen_ref_logp"], ref["rejected_ref_logp"], self.dpo.beta)

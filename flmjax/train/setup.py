@@ -258,10 +258,10 @@ def setup_stage(config: TrainConfig, data: StageData | None = None) -> Stage:
     objective: Objective = FLMObjective(config.loss)
     reference: tuple = ()  # the steps' context: DPO's frozen reference parameters
     if config.dpo is not None:
-        if model.lora is not None:
-            raise SetupError(f"{config.stage}: DPO with LoRA adapters is not supported (set lora=None)")
-        objective = DPOObjective(config.dpo, config.loss)
-        reference = (_reference_params(config, model, optimizer, mesh, target),)
+        # with LoRA, pi_ref is the frozen base itself (zero adapters): no second copy of the parameters
+        objective = DPOObjective(config.dpo, config.loss, base_reference=model.lora is not None)
+        if model.lora is None:
+            reference = (_reference_params(config, model, optimizer, mesh, target),)
     context = tuple(shardings.params for _ in reference)
     step_fn = make_train_step(model, optimizer, objective, micro_batches, mesh)
     train_step = jit_train_step(step_fn, shardings, mesh, context)
