@@ -33,6 +33,10 @@ class AudioError(FlmjaxError):
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file -> (float32 [channels, samples] in [-1, 1], sample rate in Hz)."""
+    from flmjax import storage
+
+    if storage.is_remote(path):  # an object in a store: its bytes (FileNotFoundError when it is not there)
+        return decode_audio(storage.read_bytes(path), str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"audio file not found: {path}")
     return _decode(os.fspath(path), str(path))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from flmjax import storage
 from flmjax.errors import FlmjaxError
 
 SOURCES = ("auto", "human")  # transcript quality tag: automatic (ASR) or human-annotated
@@ -232,9 +233,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[str, list[Entry | CorpusErro
     The kind ("speech" or "dialogs") is the first valid entry's; a line of the other kind is an error.
     Errors are returned in place, not raised, so that the rest of a corpus can still be prepared.
     """
-    path = Path(path)
+    path = storage.path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = storage.read_bytes(path).decode("utf-8").splitlines()
     except FileNotFoundError:
         raise CorpusError(f"{path}: manifest not found") from None
     except UnicodeDecodeError as e:

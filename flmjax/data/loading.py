@@ -18,6 +18,7 @@ from flmjax.data.corpus import AudioRef, CorpusError, DialogEntry, SpeechEntry
 from flmjax.data.encoding import num_frames
 from flmjax.data.sources import ExampleRef, dataset
 from flmjax.data.text_tokenizer import named_tokenizer
+from flmjax.storage import StorageError
 from flmjax.tokens import SAMPLE_RATE
 
 
@@ -32,7 +33,7 @@ def read_audio(ref: AudioRef, where: str) -> np.ndarray:
             pcm, sr = audio.load_audio(ref.path)
         except FileNotFoundError:
             raise CorpusError(f"{where}: audio file not found: {ref.path}") from None
-        except (audio.AudioError, OSError) as e:  # corrupt, empty, unreadable: the message names the file
+        except (audio.AudioError, OSError, StorageError) as e:  # corrupt, empty, unreadable: the message names the file
             raise CorpusError(f"{where}: {e}") from None
     if pcm.shape[-1] == 0:
         raise CorpusError(f"{where}: empty audio {ref.describe()}")

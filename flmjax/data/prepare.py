@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from flmjax import storage
 from flmjax.data import augment as aug
 from flmjax.data import layouts, moshi, records
 from flmjax.data.config import DataConfig
@@ -238,7 +239,7 @@ def prepare_corpus(
     from tqdm import tqdm
 
     t0 = time.time()
-    out = Path(out_dir)
+    out = storage.path(out_dir)
     kind, entries, wheres = open_source(str(corpus), tfds_options, hf_options)
     recorded = str(corpus).startswith(moshi.PREFIX)  # laid out from the recordings' timing, for any stage
     if kind == "dialogs" and not recorded and opts.layout not in layouts.DIALOG_LAYOUTS:
@@ -254,7 +255,8 @@ def prepare_corpus(
     mine = [s for s in range(num_shards) if hosts.owns(s)]
     todo = [s for s in mine if not _done(out, s, prints[s])]
     previous = _read_index(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not storage.is_remote(out):  # an object store has no folders to make
+        out.mkdir(parents=True, exist_ok=True)
     if todo:
         (out / records.INDEX).unlink(missing_ok=True)  # the folder is unfinished until the index is back
     lead = opts.layout_config.lead_frames
@@ -331,7 +333,7 @@ def _done(root: Path, shard: int, fingerprint: str) -> bool:
 
 def _read_index(root: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((root / records.INDEX).read_text(encoding="utf-8"))
+        return json.loads(storage.read_bytes(root / records.INDEX).decode("utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -346,13 +348,14 @@ def corpus_roots(config: DataConfig) -> list[Path]:
     opts = PrepareOptions.for_data_config(config)
     for spec in config.corpora:
         if spec.prepared is not None:
-            roots.append(Path(spec.prepared))
+            roots.append(storage.path(spec.prepared))
             continue
         recorded = spec.manifest.startswith(moshi.PREFIX)
         fingerprint = opts.fingerprint("dialogs" if config.is_dialog or recorded else "speech", recorded)
-        source = spec.manifest if spec.manifest.startswith("tfds:") else str(Path(spec.manifest).resolve())
+        local = not spec.manifest.startswith("tfds:") and not storage.is_remote(spec.manifest)
+        source = str(Path(spec.manifest).resolve()) if local else spec.manifest
         key = hashlib.sha256(json.dumps([fingerprint, source], sort_keys=True).encode()).hexdigest()[:10]
-        roots.append(Path(config.cache_dir) / f"{spec.name}-{key}")
+        roots.append(storage.path(config.cache_dir) / f"{spec.name}-{key}")
     return roots
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from flmjax import storage
 from flmjax.data import layouts
 from flmjax.errors import FlmjaxError
 
@@ -125,11 +126,11 @@ def dialog_from_record(
 
 
 def shard_path(root: str | os.PathLike, shard: int) -> Path:
-    return Path(root) / f"shard-{shard:05d}.array_record"
+    return storage.path(root) / f"shard-{shard:05d}.array_record"
 
 
 def marker_path(root: str | os.PathLike, shard: int) -> Path:
-    return Path(root) / f"shard-{shard:05d}.json"
+    return storage.path(root) / f"shard-{shard:05d}.json"
 
 
 def write_shard(root: str | os.PathLike, shard: int, records: list[bytes], marker: Mapping[str, Any]) -> None:
@@ -137,40 +138,37 @@ def write_shard(root: str | os.PathLike, shard: int, records: list[bytes], marke
     from array_record.python.array_record_module import ArrayRecordWriter
 
     path = shard_path(root, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = ArrayRecordWriter(str(tmp), "group_size:1")  # one record per chunk: cheap random access
+    tmp = storage.staging_file(path)  # the writer needs a local file; remote shards are uploaded whole
+    writer = ArrayRecordWriter(tmp, "group_size:1")  # one record per chunk: cheap random access
     for record in records:
         writer.write(record)
     writer.close()
-    os.replace(tmp, path)
+    storage.upload(tmp, path)
     _write_json(marker_path(root, shard), dict(marker, records=len(records)))
 
 
 def read_marker(root: str | os.PathLike, shard: int) -> dict[str, Any] | None:
     try:
-        return json.loads(marker_path(root, shard).read_text(encoding="utf-8"))
+        return json.loads(storage.read_bytes(marker_path(root, shard)).decode("utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
 def write_index(root: str | os.PathLike, index: Mapping[str, Any]) -> None:
-    _write_json(Path(root) / INDEX, dict(index, format=FORMAT_VERSION))
+    _write_json(storage.path(root) / INDEX, dict(index, format=FORMAT_VERSION))
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    storage.write_bytes_atomic(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
 class PreparedCorpus:
     """A finished prepared corpus: its index and random access to its records."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = storage.path(root)
         try:
-            self.index = json.loads((self.root / INDEX).read_text(encoding="utf-8"))
+            self.index = json.loads(storage.read_bytes(self.root / INDEX).decode("utf-8"))
         except FileNotFoundError:
             raise PreparedCorpusError(
                 f"{self.root}: not a prepared corpus (no {INDEX}; run launch/prepare_data.py)"
@@ -180,7 +178,7 @@ class PreparedCorpus:
                 f"{self.root}: record format {self.index.get('format')}, expected {FORMAT_VERSION}"
             )
         self.shards = [shard_path(self.root, s["shard"]) for s in self.index["shards"] if s["records"]]
-        missing = [str(p) for p in self.shards if not p.exists()]
+        missing = [str(p) for p in self.shards if not storage.exists(p)]
         if missing:
             raise PreparedCorpusError(f"{self.root}: missing shard files {missing}")
         self._source = None
@@ -205,7 +203,8 @@ class PreparedCorpus:
         if self._source is None:
             if not self.shards:
                 raise PreparedCorpusError(f"{self.root}: no records")
-            self._source = grain.sources.ArrayRecordDataSource([str(p) for p in self.shards])
+            # ArrayRecord reads local files: remote shards are staged into a local cache (flmjax.storage)
+            self._source = grain.sources.ArrayRecordDataSource([storage.local_copy(p) for p in self.shards])
         return self._source
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flmjax import storage
 from flmjax.data import moshi
 from flmjax.data.corpus import CorpusError, HfSpec, HfSpeech, SpeechEntry, TfdsSpec, TfdsSpeech, read_manifest
 
@@ -53,5 +54,5 @@ def open_source(
         n = len(dataset(spec))
         return "speech", [ExampleRef(spec, i) for i in range(n)], [f"{corpus}[{i}]" for i in range(n)]
     kind, items = read_manifest(corpus)
-    name = Path(corpus).name
+    name = storage.path(corpus).name
     return kind, items, [f"{name} ({e.id})" if not isinstance(e, CorpusError) else "" for e in items]
