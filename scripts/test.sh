@@ -22,4 +22,6 @@ python -m pip install -q --disable-pip-version-check --no-deps silero-vad==6.2.3
 # The tree stays linted and formatted (settings in pyproject.toml): cheap, so before the long tests.
 ruff check .
 ruff format --check .
+# Types (settings in pyproject.toml: the package): about a minute with a cold cache, as in CI.
+mypy
 python -m pytest "$@"

@@ -62,12 +62,11 @@ def _trip_count(condition: str, computation, traced: int | None) -> int:
         called = _CALLS.search(rest)
         compare = rest if op == "compare" else computation(called.group(1)) if called else ""
         names = [name.lstrip("%") for name in operands.split(", ")]
-        bounds = [m for name in names if (m := re.search(_CONSTANT.format(name=re.escape(name)), condition))]
+        bounds = [m.group(1) for name in names if (m := re.search(_CONSTANT.format(name=re.escape(name)), condition))]
         if op == "fusion" and len(names) == 1:  # the bound was fused into the compare
-            bounds = re.findall(r"= [su]32\[\]\S* (constant\((\d+)\))", compare)
-            bounds = [re.search(r"constant\((\d+)\)", b[0]) for b in bounds]
+            bounds = re.findall(r"= [su]32\[\]\S* constant\((\d+)\)", compare)
         if "direction=LT" in compare and len(bounds) == 1:
-            return int(bounds[0].group(1))
+            return int(bounds[0])
         if "direction=LT" in compare and not bounds and traced is not None:
             return traced
     raise CostError(f"cannot read the trip count of a loop condition: {condition[:300]!r}")
@@ -100,7 +99,7 @@ class LoopAwareCost:
 
     def _once(self, name: str) -> Cost:
         """XLA's count for computation `name` as the entry (nested loop bodies once)."""
-        from jaxlib import _hlo
+        from jaxlib import _hlo  # type: ignore[attr-defined]  # jaxlib's private extension ships no stubs
 
         body = self._text
         if name != self.entry:  # make `name` the entry

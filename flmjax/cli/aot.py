@@ -31,6 +31,10 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flmjax.config import DType
 
 # Columns of the human-readable tables: (header, key, width, format spec).
 _TRAIN_COLUMNS = (
@@ -99,7 +103,7 @@ def parse_meshes(specs: list[str], devices: int) -> list[tuple[int, int, int]]:
     bad = [m for m in meshes if len(m) != 3 or m[0] * m[1] * m[2] != devices]
     if bad:
         raise ValueError(f"mesh {bad[0]} is not data,fsdp,tensor over {devices} devices")
-    return meshes
+    return [(d, f, t) for d, f, t in meshes]
 
 
 def abstract_batch(model, mesh, batch: int, seq: int) -> dict:
@@ -158,7 +162,7 @@ def decode_state_shardings(state, mesh):
     )
 
 
-def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: str, decode_block: int | None = None):
+def lower_decode(model_name: str, mesh, batch: int, window: int, dtype: DType, decode_block: int | None = None):
     """The decode frame program (`Decoder.frame_step`) lowered from abstract inputs; also returns the
     abstract parameters and decode state (with shardings) it takes."""
     import jax

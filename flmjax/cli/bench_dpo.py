@@ -26,7 +26,7 @@ def _pair_batch(config, frames: int, batch: int, seed: int) -> dict[str, np.ndar
     """Random pair batches of the right shapes and id ranges (timing does not depend on the values)."""
     ids = config.tokens
     rng = np.random.default_rng(seed)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for prefix in ("", "rejected_"):
         tokens = rng.integers(0, ids.codebook_size, (batch, frames + 1, ids.num_streams)).astype(np.int32)
         tokens[..., 0] = rng.integers(0, ids.text_vocab_size, (batch, frames + 1))

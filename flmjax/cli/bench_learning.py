@@ -19,13 +19,17 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flmjax.errors import FlmjaxError
 
+if TYPE_CHECKING:
+    from flmjax.train.config import TrainConfig
+
 STAGES = ("post1", "ft1", "ft2")
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     # The benchmark: 96 training dialogs and 221 questions; the chain's steps are in configs/school.py.
     "full": {"train_dialogs": 48, "held_out_dialogs": 8, "speech_items": 120, "fit_clips": 120, "steps": None,
              "evaluate": ("untrained", *STAGES)},
@@ -91,7 +95,7 @@ def stage_configs(out: Path, size: str) -> list:
     the first starting from the previous one's run directory."""
     from flmjax.configs import school
 
-    moved = []
+    moved: list[TrainConfig] = []
     for config in school.config(out):
         changes: dict = {"export": dataclasses.replace(config.export, dir="")}
         if moved:
@@ -130,7 +134,7 @@ def summarize(metrics: dict, eval_dir: Path, reference: dict) -> dict:
     from flmjax.eval import turntaking
 
     pooled = metrics["pooled"]
-    floors, deltas = 0, {k: [] for k in turntaking.KINDS}
+    floors, deltas = 0, {k: list[float]() for k in turntaking.KINDS}
     for name in metrics["per_conversation"]:
         conversation = json.loads((eval_dir / name / "metrics.json").read_text())
         floors += sum(e["kind"] in ("turn", "hesitation") for e in conversation["user_events"])
@@ -216,9 +220,9 @@ def run(out: Path, size: str, seed: int, batch: int) -> dict:
         metrics = evaluate(path, mimi, corpus.scripts, out / "eval" / name, batch)
         rows[name] = summarize(metrics, out / "eval" / name, reference)
         _log(f"evaluated {name} in {time.perf_counter() - started:.0f} s")
-    result = {"size": size, "seed": seed, "train_seconds": seconds, "stages": rows, "final": rows[STAGES[-1]]}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    return result
+    results = {"size": size, "seed": seed, "train_seconds": seconds, "stages": rows, "final": rows[STAGES[-1]]}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,6 +65,11 @@ class AudioRef:
     samples: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     sample_rate: int | None = None  # with `samples`
 
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """(start, end) s of the file to cut, or None: all of it."""
+        return None if self.start is None or self.end is None else (self.start, self.end)
+
     def describe(self) -> str:
         if self.path is None:
             return "<in-memory audio>"
@@ -119,13 +124,20 @@ def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
-def _time(obj: Mapping[str, Any], key: str, where: str, default: Any = ...) -> float | None:
+def _time_or_none(obj: Mapping[str, Any], key: str, where: str, default: Any = ...) -> float | None:
     value = _field(obj, key, (int, float), where, default)
     if value is None:
         return None
     if not math.isfinite(value) or value < 0:
         raise CorpusError(f"{where}: {key} must be a finite time >= 0 s, got {value}")
     return float(value)
+
+
+def _time(obj: Mapping[str, Any], key: str, where: str) -> float:
+    value = _time_or_none(obj, key, where)
+    if value is None:
+        raise CorpusError(f"{where}: field {key!r} must be a time in s, got null")
+    return value
 
 
 def _span(start: float, end: float, where: str) -> None:
@@ -196,7 +208,7 @@ def parse_speech(obj: Mapping[str, Any], base: Path, where: str) -> SpeechEntry:
 
 def parse_dialog(obj: Mapping[str, Any], base: Path, where: str) -> DialogEntry:
     uid, where = _named(obj, where)
-    turns = []
+    turns: list[DialogTurn] = []
     for t, twhere in _objects(obj, "turns", where, "turn"):
         role = _field(t, "role", str, twhere)
         if role not in ROLES:
@@ -206,7 +218,7 @@ def parse_dialog(obj: Mapping[str, Any], base: Path, where: str) -> DialogEntry:
             _text(t, twhere),
             _audio(t.get("audio"), base, twhere),
             _time(t, "start", twhere),
-            _time(t, "end", twhere, None),
+            _time_or_none(t, "end", twhere, None),
         )
         if turn.end is not None:
             _span(turn.start, turn.end, twhere)
@@ -313,9 +325,10 @@ class TfdsSpeech(Sequence[SpeechEntry]):
         for key in (spec.audio_key, spec.text_key) + ((spec.id_key,) if spec.id_key else ()):
             if key not in features:
                 raise CorpusError(f"tfds:{spec.name}: no feature {key!r} (features: {', '.join(features)})")
-        self.sample_rate = spec.sample_rate or getattr(features[spec.audio_key], "sample_rate", None)
-        if not self.sample_rate:
+        rate = spec.sample_rate or getattr(features[spec.audio_key], "sample_rate", None)
+        if not rate:
             raise CorpusError(f"tfds:{spec.name}: feature {spec.audio_key!r} has no sample rate; give one")
+        self.sample_rate = int(rate)
 
     def __len__(self) -> int:
         return len(self._source)
@@ -329,7 +342,7 @@ class TfdsSpeech(Sequence[SpeechEntry]):
         if not text:
             raise CorpusError(f"{where}: empty text")
         duration = samples.shape[-1] / self.sample_rate
-        audio = AudioRef(path=None, samples=samples, sample_rate=int(self.sample_rate))
+        audio = AudioRef(path=None, samples=samples, sample_rate=self.sample_rate)
         return SpeechEntry(uid, audio, self.spec.language, self.spec.source, (Segment(0.0, max(duration, 1e-9), text),))
 
 

@@ -29,7 +29,8 @@ class LazyMimi:
     whose codes mean nothing to a real model."""
 
     def __init__(self, name: str = RANDOM_MIMI, log: Callable[[str], None] = print):
-        self.name, self._log, self._mimi = name, log, None
+        self.name, self._log = name, log
+        self._mimi: Any = None  # the Mimi (not imported here: jax loads only where audio gets encoded)
 
     def get(self) -> Any:
         """The `Mimi`, loaded on the first call."""

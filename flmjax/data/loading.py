@@ -27,8 +27,10 @@ def read_audio(ref: AudioRef, where: str) -> np.ndarray:
     from flmjax import audio
 
     if ref.samples is not None:
+        assert ref.sample_rate is not None  # in-memory samples come with their rate (corpus.AudioRef)
         pcm, sr = ref.samples, ref.sample_rate
     else:
+        assert ref.path is not None  # an AudioRef is a file or samples
         try:
             pcm, sr = audio.load_audio(ref.path)
         except FileNotFoundError:
@@ -40,8 +42,8 @@ def read_audio(ref: AudioRef, where: str) -> np.ndarray:
     pcm = audio.prepare_for_mimi(pcm, sr)[0]
     if not np.all(np.isfinite(pcm)):
         raise CorpusError(f"{where}: audio {ref.describe()} holds NaN or infinite samples")
-    if ref.start is not None:
-        pcm = cut(pcm, ref.start, ref.end, f"{where} audio span")
+    if ref.span is not None:
+        pcm = cut(pcm, *ref.span, f"{where} audio span")
     return pcm
 
 
@@ -84,7 +86,8 @@ def _word_timings(entry: SpeechEntry, seg_index: int, tok: Any) -> list[layouts.
     seg = entry.segments[seg_index]
     if not seg.words:
         return None
-    out, cursor = [], 0
+    out: list[layouts.WordTiming] = []
+    cursor = 0
     for w in seg.words:
         at = seg.text.find(w.text, cursor)
         spaced = (at > 0 and seg.text[at - 1].isspace()) if at >= 0 else bool(out)
@@ -126,10 +129,10 @@ def _load_dialog(entry: DialogEntry, where: str, tokenizer: str) -> LoadedDialog
     for k, turn in enumerate(entry.turns):
         twhere = f"{where} turn {k}"
         ref = turn.audio
-        if ref.start is not None:
+        if ref.span is not None and ref.path is not None:
             if ref.path not in cache:
                 cache[ref.path] = read_audio(dataclasses.replace(ref, start=None, end=None), twhere)
-            wave = cut(cache[ref.path], ref.start, ref.end, f"{twhere} audio span")
+            wave = cut(cache[ref.path], *ref.span, f"{twhere} audio span")
         else:
             wave = read_audio(ref, twhere)
         if turn.end is not None:  # a turn that ends before its audio does is cut (an interrupted model)

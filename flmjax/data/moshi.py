@@ -80,7 +80,7 @@ def _words(alignment: Path, duration: float) -> tuple[AlignedWord, ...]:
     parsed = []
     for k, item in enumerate(items):
         ok = isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[2], str)
-        span = item[1] if ok else None
+        span = item[1] if ok else []
         ok = ok and isinstance(span, list) and len(span) == 2
         ok = ok and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in span)
         if not ok:

@@ -134,6 +134,7 @@ def _dialog_records(
     noise: NoiseBank | None,
     errors: list[str],
 ) -> tuple[list[bytes], float]:
+    assert opts.layout is not None  # prepare_corpus checked it is one of DIALOG_LAYOUTS
     turn_codes = encode(mimi, [w for _, d in loaded for w in d.waves])
     planned, tracks = [], []
     for index, d in loaded:
@@ -149,6 +150,7 @@ def _dialog_records(
                 )
                 plans.append(plan)
                 if opts.augment is not None:
+                    assert noise is not None  # prepare_corpus makes one whenever dialogs are augmented
                     utterances, speak, n = aug.plan_waveforms(plan, d.waves)
                     listen.append(aug.augment_listen(utterances, n, rng, opts.augment, noise.clips, speak))
         except layouts.LayoutError as e:
@@ -161,7 +163,8 @@ def _dialog_records(
     for (d, turns, plans), listen in zip(planned, tracks):
         codes, encoded = encoded[: len(listen)], encoded[len(listen) :]
         seconds += sum(len(t) for t in listen)
-        out.append(records.dialog_record(d.meta, turns, plans, codes or [None] * len(plans)))
+        listen_codes: list[np.ndarray | None] = list(codes) if codes else [None] * len(plans)
+        out.append(records.dialog_record(d.meta, turns, plans, listen_codes))
     return out, seconds / SAMPLE_RATE
 
 
@@ -271,7 +274,7 @@ def prepare_corpus(
     try:
         for s in todo:
             errors: list[str] = []
-            loaded = []
+            loaded: list[tuple[int, Any]] = []  # LoadedSpeech, LoadedDialog or LoadedRecording, as `kind` says
             tasks = [(entries[i], wheres[i], lead, opts.tokenizer) for i in spans[s]]
             for i, result in zip(spans[s], pool.map(load_entry, tasks) if pool else map(load_entry, tasks)):
                 bar.update(1)
@@ -305,7 +308,7 @@ def prepare_corpus(
     for stale in out.glob("shard-*"):  # shards of an earlier, longer version of the corpus
         if int(stale.name[6:11]) >= num_shards:
             stale.unlink(missing_ok=True)
-    markers = [records.read_marker(out, s) for s in range(num_shards)]
+    markers = [m for s in range(num_shards) if (m := records.read_marker(out, s)) is not None]  # all: none waiting
     all_errors = [e for m in markers for e in m["errors"]]
     total = sum(m["records"] for m in markers)
     same = previous is not None and previous.get("settings") == settings and "silence_codes" in previous
@@ -320,7 +323,7 @@ def prepare_corpus(
         "errors": len(all_errors),
     }
     if total:  # what layouts put on an audio channel nobody speaks on (dialogs)
-        index["silence_codes"] = previous["silence_codes"] if same else silence_codes(mimi).tolist()
+        index["silence_codes"] = previous["silence_codes"] if same and previous else silence_codes(mimi).tolist()
     records.write_index(out, index)
     hosts.barrier(f"indexed {out}")
     return PrepareReport(out, kind, total, written, done, all_errors, seconds, time.time() - t0)
@@ -350,6 +353,7 @@ def corpus_roots(config: DataConfig) -> list[Path]:
         if spec.prepared is not None:
             roots.append(storage.path(spec.prepared))
             continue
+        assert spec.manifest is not None  # CorpusSpec gives a manifest or a prepared folder
         recorded = spec.manifest.startswith(moshi.PREFIX)
         fingerprint = opts.fingerprint("dialogs" if config.is_dialog or recorded else "speech", recorded)
         local = not spec.manifest.startswith("tfds:") and not storage.is_remote(spec.manifest)
@@ -375,6 +379,7 @@ def ensure_prepared(
     todo = [(spec, root) for spec, root in todo if not (root / records.INDEX).exists()]
     hosts.barrier(f"checked the prepared corpora of {config.name}")  # before any host removes an index
     for spec, root in todo:
+        assert spec.manifest is not None  # CorpusSpec gives a manifest or a prepared folder
         log(f"preparing {spec.name} from {spec.manifest} into {root} (first use)")
         report = prepare_corpus(
             spec.manifest, root, opts, mimi=mimi, workers=workers, progress=progress, log=log, hosts=hosts

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,13 @@ def decode_record(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def pair_record(
-    meta: Mapping[str, Any], codes: np.ndarray, text_tokens: np.ndarray, words: list[layouts.WordTiming] | None
+    meta: Mapping[str, Any],
+    codes: np.ndarray,
+    text_tokens: Sequence[int] | np.ndarray,
+    words: list[layouts.WordTiming] | None,
 ) -> bytes:
     """A (clip, sentence) pair: codes int16 [8, F], text ids, optional word timings (clip seconds)."""
-    arrays = {"codes": codes.astype(np.int16), "text": np.asarray(text_tokens, dtype=np.int32)}
+    arrays: dict[str, np.ndarray] = {"codes": codes.astype(np.int16), "text": np.asarray(text_tokens, dtype=np.int32)}
     if words:
         arrays["word_tokens"] = np.asarray([t for w in words for t in w.tokens], dtype=np.int32)
         arrays["word_bounds"] = np.cumsum([0] + [len(w.tokens) for w in words]).astype(np.int32)
@@ -90,7 +93,7 @@ def dialog_record(
     meta: Mapping[str, Any],
     turns: list[layouts.Turn],
     plans: list[layouts.DialogPlan],
-    listen: list[np.ndarray | None],
+    listen: Sequence[np.ndarray | None],
 ) -> bytes:
     """A dialog: each turn's codes, and per variant its plan and its encoded listen track (or none)."""
     arrays = {f"turn{i}": np.asarray(t["codes"], dtype=np.int16) for i, t in enumerate(turns)}

@@ -43,9 +43,9 @@ def open_source(
 ) -> tuple[str, list[Any], list[str]]:
     """(kind, entries (or their errors, or dataset references), labels naming them) of a corpus argument."""
     if corpus.startswith(moshi.PREFIX):
-        items = moshi.read_recordings(corpus)
+        recordings = moshi.read_recordings(corpus)
         name = Path(corpus[len(moshi.PREFIX) :]).name
-        return "dialogs", items, [f"{name} ({r.id})" if isinstance(r, moshi.Recording) else "" for r in items]
+        return "dialogs", recordings, [f"{name} ({r.id})" if isinstance(r, moshi.Recording) else "" for r in recordings]
     if corpus.startswith(("tfds:", "hf:")):
         if corpus.startswith("tfds:"):
             spec: TfdsSpec | HfSpec = TfdsSpec.parse(corpus, **(tfds_options or {}))

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from flmjax.config import ModelConfig
 from flmjax.infer.sampling import (
@@ -155,7 +156,7 @@ class Decoder:
 
     # --- the frame ---------------------------------------------------------------------------------
     def step(
-        self, state: DecoderState, user_codes: jax.Array, active: jax.Array | None = None
+        self, state: DecoderState, user_codes: ArrayLike, active: ArrayLike | None = None
     ) -> tuple[DecoderState, StepOutput]:
         """user_codes int32 [B, 8] (the user's Mimi codes of this frame) -> (state, output). Donates state.
 
@@ -195,7 +196,8 @@ class Decoder:
         # A resting stream still computes (the batch is one program) but its column goes in at position
         # t - window: the ring slot its next real frame overwrites, at a position no query attends.
         positions = jnp.where(active, t, t - state.kv.window)[:, None]
-        text_logits, hidden, kv = module.apply(
+        # flax types apply's result as "output or (output, mutated variables)"; with no `mutable` it is the output.
+        text_logits, hidden, kv = module.apply(  # type: ignore[misc]
             {"params": params}, column[:, None], positions, state.kv, method=FLMAudioLM.backbone_step
         )
 

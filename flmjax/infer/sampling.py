@@ -125,14 +125,15 @@ PENALIZED_CODEBOOKS = 4  # the release penalises repeats in codebooks 0..3 only
 
 
 class StreamSampling(NamedTuple):
-    """How each stream samples: one entry per stream (arrays [B]), part of the decoder state."""
+    """How each stream samples: one entry per stream (arrays [B]), part of the decoder state (host arrays
+    as `stream_sampling` builds them, device arrays once in the state)."""
 
-    temperature: jax.Array  # float32
-    top_p: jax.Array  # float32
-    top_k: jax.Array  # int32
-    penalty: jax.Array  # float32
-    window: jax.Array  # int32, frames
-    greedy: jax.Array  # bool
+    temperature: jax.Array | np.ndarray  # float32
+    top_p: jax.Array | np.ndarray  # float32
+    top_k: jax.Array | np.ndarray  # int32
+    penalty: jax.Array | np.ndarray  # float32
+    window: jax.Array | np.ndarray  # int32, frames
+    greedy: jax.Array | np.ndarray  # bool
 
 
 def stream_sampling(settings: Sequence[SamplingSettings], side: str) -> StreamSampling:
@@ -151,7 +152,9 @@ def stream_sampling(settings: Sequence[SamplingSettings], side: str) -> StreamSa
     )
 
 
-def apply_repetition_penalty(logits: jax.Array, ids: jax.Array, valid: jax.Array, penalty: jax.Array) -> jax.Array:
+def apply_repetition_penalty(
+    logits: jax.Array, ids: jax.Array, valid: jax.Array, penalty: jax.Array | np.ndarray
+) -> jax.Array:
     """HF style: every id present in the window has its logit divided by `penalty` when positive and
     multiplied by it when negative (once, however often it occurs).
 
@@ -180,7 +183,7 @@ def _smallest_threshold(probs: jax.Array, above: Callable[[jax.Array], jax.Array
     return jax.lax.bitcast_convert_type(hi, jnp.float32)[:, None]
 
 
-def kept_ids(probs: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
+def kept_ids(probs: jax.Array, top_p: jax.Array | np.ndarray, top_k: jax.Array | np.ndarray) -> jax.Array:
     """Which ids a row samples from (bool [B, V]): with top_p > 0 the release's nucleus (sorted by
     probability, an id is kept while the mass before it is <= p, i.e. iff the mass of the ids more
     probable than it is <= p); else with top_k > 0 the k most probable ids (ties with the k-th kept);

@@ -119,7 +119,7 @@ def load_qwen_lm(directory: str | os.PathLike, config: ModelConfig, params: dict
 
     params = jax.tree_util.tree_map(lambda x: x, params)  # a new tree: the caller's is left as it was
     for path, specs in by_path.items():
-        host = np.empty(functools.reduce(operator.getitem, path, params).shape, np.float32)
+        host = np.empty(functools.reduce(operator.getitem, path[:-1], params)[path[-1]].shape, np.float32)
         for spec in specs:
             host[spec.index] = spec.from_hf(tensor(spec.hf_name, spec.hf_shape), host.shape[len(spec.index) :])
         replace(path, host)

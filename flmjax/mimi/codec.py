@@ -113,17 +113,17 @@ class Mimi:
 
     def init_state(self, batch_size: int) -> StreamState:
         """Fresh streaming state for `batch_size` streams: {"encode": ..., "decode": ...}."""
-        return self.module.apply({}, batch_size, method=MimiModel.init_state)
+        return self.module.apply({}, batch_size, method=MimiModel.init_state)  # type: ignore[return-value]  # flax: apply without `mutable` returns the output alone
 
     def encode_step(self, params: Params, state: StreamState, frame: jax.Array) -> tuple[StreamState, jax.Array]:
         """Pure: frame [B, 1, k * frame_size] -> (state, codes [B, n_q, k]); only state["encode"] changes."""
         encode, codes = self.module.apply({"params": params}, state["encode"], frame, method=MimiModel.encode_frames)
-        return {**state, "encode": encode}, codes
+        return {**state, "encode": encode}, codes  # type: ignore[return-value]  # flax: apply without `mutable` returns the output alone
 
     def decode_step(self, params: Params, state: StreamState, codes: jax.Array) -> tuple[StreamState, jax.Array]:
         """Pure: codes [B, n_q, k] -> (state, pcm [B, 1, k * frame_size]); only state["decode"] changes."""
         decode, pcm = self.module.apply({"params": params}, state["decode"], codes, method=MimiModel.decode_frames)
-        return {**state, "decode": decode}, pcm
+        return {**state, "decode": decode}, pcm  # type: ignore[return-value]  # flax: apply without `mutable` returns the output alone
 
     def reset_state(self, state: StreamState, mask: jax.Array) -> StreamState:
         """Pure: streams where mask [B] (bool) is set start afresh; the others are untouched."""

@@ -7,6 +7,9 @@ entries per branch and adds the two branches' output projections.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -43,7 +46,9 @@ class ResidualVQ(nn.Module):
 
     def decode(self, codes: jax.Array) -> jax.Array:
         """codes [B, T, num_codebooks] -> [B, T, dimension]."""
-        quantized = sum(codebook[codes[..., i]] for i, codebook in enumerate(self.codebooks))
+        quantized = functools.reduce(
+            operator.add, (codebook[codes[..., i]] for i, codebook in enumerate(self.codebooks))
+        )
         return dense(quantized, self.output_proj)
 
 

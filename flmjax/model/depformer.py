@@ -128,6 +128,8 @@ class Depformer(nn.Module):
             mask = jnp.tril(jnp.ones((n_cb, n_cb), bool))
             cached = None
         else:
+            if cache is None:
+                raise ValueError("Depformer: a step (position given) needs the cache")
             mask = (jnp.arange(n_cb) <= position)[None, :]
             cached = (cache.k, cache.v)
         layers = nn.scan(

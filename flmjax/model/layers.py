@@ -22,9 +22,12 @@ def param_with_axes(module: nn.Module, name: str, init: Initializer, shape: Sequ
     dequantised to `dtype`; in a jitted step XLA fuses the dequantisation into the kernel's reads."""
     if len(axes) != len(shape):
         raise ValueError(f"{name}: {len(shape)} dims but {len(axes)} axis names")
-    value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
+    # flax types param as the initializer's result (here the boxed LogicallyPartitioned); it returns the array.
+    value: jax.Array = module.param(  # type: ignore[assignment]
+        name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype
+    )
     if module.has_variable("params", name + SCALE_SUFFIX):
-        scale = module.get_variable("params", name + SCALE_SUFFIX)
+        scale: jax.Array = module.get_variable("params", name + SCALE_SUFFIX)
         value = (value.astype(jnp.float32) * scale).astype(dtype)
     return value
 
@@ -134,7 +137,7 @@ class SwiGLU(nn.Module):
     hidden: int
     dtype: jnp.dtype
     param_dtype: jnp.dtype
-    init: Initializer
+    kernel_init: Initializer  # not `init`: that is Module.init
     lora: LoraConfig | None = None
     in_axis: str = "embed"
     hidden_axis: str = "mlp"
@@ -143,13 +146,13 @@ class SwiGLU(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         dim = x.shape[-1]
         gate = param_with_axes(
-            self, "gate_proj", self.init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis)
+            self, "gate_proj", self.kernel_init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis)
         )
         up = param_with_axes(
-            self, "up_proj", self.init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis)
+            self, "up_proj", self.kernel_init, (dim, self.hidden), self.param_dtype, (self.in_axis, self.hidden_axis)
         )
         down = param_with_axes(
-            self, "down_proj", self.init, (self.hidden, dim), self.param_dtype, (self.hidden_axis, self.in_axis)
+            self, "down_proj", self.kernel_init, (self.hidden, dim), self.param_dtype, (self.hidden_axis, self.in_axis)
         )
 
         def project(name, x, w):

@@ -112,8 +112,7 @@ def dense(
     pick = select or (lambda t: t)
     x = x.astype(dtype)
     y = jnp.einsum(spec, x, pick(w).astype(dtype))
-    factors = _factors(module, name) if lora is not None else None
-    if factors is None:
+    if lora is None or (factors := _factors(module, name)) is None:
         return y
     a, b = (pick(f).astype(dtype) for f in factors)
     if lora.dropout > 0 and module.has_rng("dropout"):
@@ -124,8 +123,7 @@ def dense(
 
 def table(module: nn.Module, name: str, w: jax.Array, lora: LoraConfig | None) -> jax.Array:
     """A look-up table (or small head) with its adapter merged in, in fp32 (the caller casts)."""
-    factors = _factors(module, name) if lora is not None else None
-    if factors is None:
+    if lora is None or (factors := _factors(module, name)) is None:
         return w
     a, b = (f.astype(jnp.float32) for f in factors)
     return w.astype(jnp.float32) + lora.scale * delta(a, b, SPLITS[name][0])

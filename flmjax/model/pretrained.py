@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flmjax.config import LoraConfig, ModelConfig, Numerics, get_model_config
+from flmjax.config import DType, LoraConfig, ModelConfig, Numerics, get_model_config
 from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import checkpoint_quantization, load_hf_params, save_hf_params
 from flmjax.interop.lora_file import LoraFileError, read_adapters
@@ -62,7 +62,7 @@ class FLMAudio:
     def from_pretrained(
         cls,
         path: str | os.PathLike,
-        dtype: str = "float32",
+        dtype: DType = "float32",
         quantize: str = "none",
         lora: str | os.PathLike | None = None,
         **runtime: Any,

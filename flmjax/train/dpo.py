@@ -46,7 +46,9 @@ def preference_losses(
     return {"loss": -jax.nn.log_sigmoid(margin), "margin": margin, "chosen_reward": chosen, "rejected_reward": rejected}
 
 
-def _log_probs(module: FLMAudioLM, params: Any, side: Batch, coefficients: LossCoefficients) -> tuple[jax.Array, Any]:
+def _log_probs(
+    module: FLMAudioLM, params: Any, side: Batch, coefficients: LossCoefficients
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
     """log pi of one side's sequences [B], and the positions' CE it came from (for the SFT term)."""
     ce = forward_ce(module, params, side["tokens"])
     return log_probs_of(*ce, side["tokens"], side["weights"], module.config.tokens, coefficients), ce

@@ -45,6 +45,8 @@ class _Preemption:
 
 def evaluate(stage: Stage) -> dict[str, float]:
     """Loss terms and accuracies over `log.eval_batches` held-out batches (normalised over all of them)."""
+    if stage.data.eval is None:  # no held-out data
+        return {}
     terms = []
     for i, host_batch in enumerate(stage.data.eval()):
         if i == stage.config.log.eval_batches:

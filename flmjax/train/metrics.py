@@ -87,7 +87,7 @@ class MetricsLogger:
     def log(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> dict[str, float]:
         """Write one line (keys prefixed `eval_` for split "eval") and the TensorBoard scalars `split/name`."""
         values = _scalars(metrics)
-        if self.enabled:
+        if self._jsonl is not None:  # open exactly when enabled
             prefix = "" if split == "train" else f"{split}_"
             self._jsonl.write(json.dumps({"step": step, **{prefix + k: v for k, v in values.items()}}) + "\n")
             self._jsonl.flush()

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from flmjax.config import ConfigError, ModelConfig
+from flmjax.config import ConfigError, LoraConfig, ModelConfig
 from flmjax.data.config import DEMO_DIR
 from flmjax.errors import FlmjaxError
 from flmjax.interop import trainer_checkpoint
@@ -135,7 +135,7 @@ def _initial_state(
     its adapters were trained on), the adapters from this run's checkpoint or fresh."""
     init = config.init
     if model.lora is not None:
-        return _lora_state(config, model, optimizer, mesh, target, checkpoints, data)
+        return _lora_state(config, model, model.lora, optimizer, mesh, target, checkpoints, data)
     if checkpoints.latest_step() is not None:
         return checkpoints.restore_latest(
             target, data.train
@@ -157,6 +157,7 @@ def _initial_state(
 def _lora_state(
     config: TrainConfig,
     model: ModelConfig,
+    lora: LoraConfig,  # model.lora
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
     target: TrainState,
@@ -172,8 +173,8 @@ def _lora_state(
         lambda x, t: jax.device_put(x, t.sharding), _load_params(base_path, model, target.frozen), target.frozen
     )
     fingerprint = lora_lib.fingerprint(base)
-    checkpoints.set_lora(model.lora, os.path.abspath(base_path), fingerprint)
-    rank = f"LoRA rank {model.lora.rank} ({', '.join(model.lora.targets)})"
+    checkpoints.set_lora(lora, os.path.abspath(base_path), fingerprint)
+    rank = f"LoRA rank {lora.rank} ({', '.join(lora.targets)})"
     if checkpoints.latest_step() is not None:
         saved = (checkpoints.read_latest_meta().get("lora") or {}).get("base_fingerprint")
         if saved != fingerprint:

@@ -29,7 +29,8 @@ from flmjax.sharding import LOGICAL_AXIS_RULES, fit_sharding, logical_to_mesh_sh
 
 
 class TrainState(struct.PyTreeNode):
-    step: jax.Array  # int32 scalar: optimizer updates made so far
+    # int32 scalar: optimizer updates made so far (in the trees of shardings or shapes, the step's; hence Any)
+    step: Any
     params: Any
     opt_state: Any
     frozen: Any = None  # LoRA: the base weights (compute dtype): neither trained nor checkpointed
@@ -43,11 +44,9 @@ def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
 
 def abstract_trainable(config: ModelConfig) -> dict:
     """Shapes of what the optimizer trains: every parameter, or with LoRA the adapters (fp32)."""
-    if config.lora is None:
+    if (lora := config.lora) is None:
         return abstract_params(config)
-    return jax.eval_shape(
-        lambda k: lora_lib.init_adapters(abstract_params(config), config.lora, k), jax.random.PRNGKey(0)
-    )
+    return jax.eval_shape(lambda k: lora_lib.init_adapters(abstract_params(config), lora, k), jax.random.PRNGKey(0))
 
 
 def trainable_shardings(config: ModelConfig, mesh: Mesh) -> dict:
@@ -143,6 +142,7 @@ def state_from_params(
 
 
 def _lora_start(base: Any, config: ModelConfig, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    assert config.lora is not None  # only LoRA runs start here
     adapters = lora_lib.init_adapters(base, config.lora, key)
     frozen = jax.tree_util.tree_map(lambda p: p.astype(_frozen_dtype(config)), base)
     return TrainState(step=jnp.zeros((), jnp.int32), params=adapters, opt_state=optimizer.init(adapters), frozen=frozen)

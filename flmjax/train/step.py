@@ -198,7 +198,9 @@ def make_train_step(
     return step
 
 
-def jit_train_step(step: Callable, shardings: TrainState, mesh: Mesh, context_shardings: tuple = ()) -> Callable:
+def jit_train_step(
+    step: Callable, shardings: TrainState, mesh: Mesh, context_shardings: tuple = ()
+) -> jax.stages.Wrapped:
     """The train step compiled for `mesh`: the state is donated and keeps its shardings; `context`
     inputs (after the learning rate) take `context_shardings`."""
     return jax.jit(
