@@ -245,9 +245,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[str, list[Entry | CorpusErro
     The kind ("speech" or "dialogs") is the first valid entry's; a line of the other kind is an error.
     Errors are returned in place, not raised, so that the rest of a corpus can still be prepared.
     """
-    path = storage.path(path)
+    manifest = storage.path(path)
     try:
-        lines = storage.read_bytes(path).decode("utf-8").splitlines()
+        lines = storage.read_bytes(manifest).decode("utf-8").splitlines()
     except FileNotFoundError:
         raise CorpusError(f"{path}: manifest not found") from None
     except UnicodeDecodeError as e:
@@ -257,9 +257,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[str, list[Entry | CorpusErro
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        where = f"{path.name}:{n}"
+        where = f"{manifest.name}:{n}"
         try:
-            entry = parse_entry(json.loads(line), path.parent, where)
+            entry = parse_entry(json.loads(line), manifest.parent, where)
             if kind is None:
                 kind = entry_kind(entry)
             elif entry_kind(entry) != kind:
