@@ -19,7 +19,7 @@ from flmjax.train.loop import evaluate, train
 from flmjax.train.setup import global_batch, learning_rate, setup_stage
 from tests import test_lora_train
 from tests.synthetic_data import synthetic_pair_batches
-from tests.test_lora_train import MODEL, _config
+from tests.test_lora_train import MODEL, _config, stop_after
 
 FRAMES = 32
 base_dir = test_lora_train.base_dir  # the module-scoped fixtures, shared
@@ -68,13 +68,7 @@ def test_resume_is_exact_and_the_export_merges(tmp_path, base_dir):
     straight = train(_dpo_config(tmp_path, base_dir, steps=4, run_dir=str(tmp_path / "straight")), _data())
     assert straight.step == 4
     config = _dpo_config(tmp_path, base_dir, steps=4, run_dir=str(tmp_path / "resumed"))
-    stage = setup_stage(config, _data())
-    for step in range(2):
-        batch = global_batch(stage, next(stage.data.train))
-        stage.state, _ = stage.train_step(stage.state, batch, learning_rate(stage, step))
-    stage.checkpoints.save(2, stage.state, stage.data.train)
-    stage.checkpoints.wait()
-    stage.checkpoints.close()
+    stop_after(config, _data(), 2)
     resumed = train(config, _data())
     assert resumed.step == 4 and resumed.source.startswith("resumed")
     a, b = (FLMAudio.from_pretrained(tmp_path / r) for r in ("straight", "resumed"))  # merged

@@ -82,19 +82,24 @@ def test_a_step_trains_the_adapters_only(tmp_path, base_dir):
     assert np.isfinite(float(metrics["loss"]))
 
 
+def stop_after(config: TrainConfig, data: StageData, steps: int) -> None:
+    """The run of `config` stopped after `steps` steps: a checkpoint (adapters, optimizer, data position)."""
+    stage = setup_stage(config, data)
+    for step in range(steps):
+        batch = global_batch(stage, next(stage.data.train))
+        stage.state, _ = stage.train_step(stage.state, batch, learning_rate(stage, step))
+    stage.checkpoints.save(steps, stage.state, stage.data.train)
+    stage.checkpoints.wait()
+    stage.checkpoints.close()
+
+
 def test_resume_is_exact_and_exports_give_the_adapted_logits(tmp_path, base_dir):
     straight = train(_config(tmp_path, base_dir, run_dir=str(tmp_path / "straight")), _data())
     assert straight.step == 6
 
     # The same run stopped after 3 steps (checkpoint, adapters + optimizer + data position) and resumed.
     config = _config(tmp_path, base_dir, run_dir=str(tmp_path / "resumed"))
-    stage = setup_stage(config, _data())
-    for step in range(3):
-        batch = global_batch(stage, next(stage.data.train))
-        stage.state, _ = stage.train_step(stage.state, batch, learning_rate(stage, step))
-    stage.checkpoints.save(3, stage.state, stage.data.train)
-    stage.checkpoints.wait()
-    stage.checkpoints.close()
+    stop_after(config, _data(), 3)
     resumed = train(config, _data())
     assert resumed.step == 6 and resumed.source.startswith("resumed")
     a, b = (FLMAudio.from_pretrained(tmp_path / r) for r in ("straight", "resumed"))  # merged
