@@ -134,7 +134,8 @@ def summarize(metrics: dict, eval_dir: Path, reference: dict) -> dict:
     from flmjax.eval import turntaking
 
     pooled = metrics["pooled"]
-    floors, deltas = 0, {k: list[float]() for k in turntaking.KINDS}
+    floors = 0
+    deltas: dict[str, list[float]] = {k: [] for k in turntaking.KINDS}
     for name in metrics["per_conversation"]:
         conversation = json.loads((eval_dir / name / "metrics.json").read_text())
         floors += sum(e["kind"] in ("turn", "hesitation") for e in conversation["user_events"])
