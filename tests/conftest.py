@@ -1,11 +1,20 @@
-"""Test-wide settings: CPU, fp32 matmuls at full precision, no torch.compile in reference packages."""
+"""Test-wide settings: CPU, fp32 matmuls at full precision, no torch.compile in reference packages; a data
+cache of the run's own; the longest test files first (pytest.ini runs the suite on pytest-xdist workers)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Corpora prepared on first use (the demo's) go to this process's own folder, not the checkout's data_cache/
+# that every run and every worker would share; subprocesses (launch/train.py) inherit it.
+if "FLMJAX_DATA_CACHE" not in os.environ:
+    os.environ["FLMJAX_DATA_CACHE"] = tempfile.mkdtemp(prefix="flmjax-data-cache-")
+    atexit.register(shutil.rmtree, os.environ["FLMJAX_DATA_CACHE"], ignore_errors=True)
 
 import jax  # noqa: E402
 
@@ -20,3 +29,23 @@ def tiny_model():
     from flmjax import FLMAudio
 
     return FLMAudio.init("tiny", seed=0)
+
+
+# Test files by their time on a 2-core CPU, longest first (pytest --durations): run first, so that the two
+# workers start on them at once and the short files fill in around them, instead of one long file starting
+# last while the other worker idles. Files not listed keep their order after these.
+LONGEST_FIRST = [
+    "test_bench_learning.py",
+    "test_train_demo.py",
+    "test_train_resume.py",
+    "test_train_sharded.py",
+    "test_dpo.py",
+    "test_lora_train.py",
+    "test_train_stages.py",
+]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests stay in order

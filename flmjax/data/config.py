@@ -9,6 +9,7 @@ Stage defaults follow training.md (sections 2, 3 and 5); every stage reads the d
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ LAYOUTS = (POST_TRAINING, *DIALOG_LAYOUTS)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO_ROOT / "data" / "demo"
-DEFAULT_CACHE_DIR = REPO_ROOT / "data_cache"
+# Where manifests are prepared on first use: data_cache/ in the checkout, or $FLMJAX_DATA_CACHE (the tests
+# point it at a folder of their own, so that parallel runs never share one).
+DEFAULT_CACHE_DIR = Path(os.environ.get("FLMJAX_DATA_CACHE") or REPO_ROOT / "data_cache")
 
 
 @dataclasses.dataclass(frozen=True)
