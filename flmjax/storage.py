@@ -142,3 +142,49 @@ def local_copy(p: str | os.PathLike) -> str:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else "no detail"
+
+
+def upload_folder(local_dir: str | os.PathLike, p: str | os.PathLike) -> None:
+    """Copy the files of a finished local folder (not its subfolders) into the remote folder `p`; the
+    remote folder's other `model*` files (an earlier export's shards) are removed first."""
+    target = path(p)
+    try:
+        stale = [f for f in target.glob("model*")] if target.exists() else []
+    except FileNotFoundError:
+        stale = []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    names = sorted(os.listdir(local_dir))
+    for name in sorted(names, key=lambda n: n == "config.json"):  # config.json last: it marks a finished export
+        src = Path(local_dir) / name
+        if src.is_file():
+            try:
+                with open(src, "rb") as fin, (target / name).open("wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 22)
+            except Exception as e:  # noqa: BLE001
+                raise StorageError(
+                    f"{target / name}: cannot be written ({type(e).__name__}: {_first_line(e)})"
+                ) from None
+
+
+def local_folder(p: str | os.PathLike) -> str:
+    """A local folder holding the files of folder `p` (not its subfolders): itself when local, else each
+    file staged by `local_copy` into one cache folder keyed by `p` and the files' sizes and times."""
+    if not is_remote(p):
+        return os.fspath(p)
+    try:
+        files = sorted((f for f in path(p).glob("*") if not f.is_dir()), key=lambda f: f.name)
+    except FileNotFoundError:
+        files = []
+    except Exception as e:  # noqa: BLE001
+        raise StorageError(f"{p}: cannot be reached ({type(e).__name__}: {_first_line(e)})") from None
+    if not files:
+        raise StorageError(f"{p}: no such folder (or an empty one)")
+    key = hashlib.sha256(f"{p}|{[(f.name, f.stat().length, f.stat().mtime) for f in files]}".encode()).hexdigest()
+    folder = cache_dir() / f"{key[:16]}-{path(p).name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        local = folder / f.name
+        if not local.exists():
+            shutil.copyfile(local_copy(f), local)
+    return str(folder)

@@ -84,6 +84,29 @@ def bad_paths() -> None:
     print("errors ok")
 
 
+def export() -> None:
+    """The tiny model exported into the bucket (config.json + safetensors) and loaded back from it."""
+    import jax
+
+    from flmjax.model.pretrained import FLMAudio
+
+    model = FLMAudio.init("tiny", seed=0)
+    out = f"{BUCKET}/exports/tiny"
+    model.save_pretrained(out, dtype="float32")
+    assert sorted(p.name for p in storage.path(out).glob("*")) == ["config.json", "model.safetensors"]
+    back = FLMAudio.from_pretrained(out, dtype="float32")
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), model.params,
+                                  back.params)  # fmt: skip
+    assert all(jax.tree_util.tree_leaves(same))
+    try:
+        FLMAudio.from_pretrained(f"{BUCKET}/exports/none")
+    except storage.StorageError as e:
+        assert str(e) == "gs://flm/exports/none: no such folder (or an empty one)", e
+    else:
+        raise AssertionError("no error for a missing export")
+    print("export ok")
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as cache:
         import os

@@ -14,3 +14,7 @@ def _run(*stages: str) -> str:
 def test_prepare_reads_and_writes_the_bucket_and_bad_paths_fail_in_one_line():
     out = _run("prepare", "bad_paths")
     assert "prepare ok" in out and "errors ok" in out
+
+
+def test_an_export_is_written_to_the_bucket_and_loads_back_from_it():
+    assert "export ok" in _run("export")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 from typing import Any
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flmjax import storage
 from flmjax.config import DType, LoraConfig, ModelConfig, Numerics, get_model_config
 from flmjax.interop import trainer_checkpoint
 from flmjax.interop.hf import checkpoint_quantization, load_hf_params, save_hf_params
@@ -82,6 +84,8 @@ class FLMAudio:
         """
         if quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
+        if storage.is_remote(path):  # an export in a bucket: its files staged locally (flmjax.storage)
+            path = storage.local_folder(path)
         path = os.fspath(path)
         numerics = Numerics.for_inference(dtype, **runtime)
         if not os.path.isdir(path):
@@ -141,7 +145,12 @@ class FLMAudio:
         (e.g. "bfloat16", the release's) is given. A quantised model writes the int8 layout (README,
         "int8 decoding"), which `from_pretrained` loads and the official code does not."""
         dtype = dtype or self.config.numerics.param_dtype
-        save_hf_params(out_dir, self.config, self.params, np.dtype(jnp.dtype(dtype)), max_shard_bytes)
+        if not storage.is_remote(out_dir):
+            save_hf_params(out_dir, self.config, self.params, np.dtype(jnp.dtype(dtype)), max_shard_bytes)
+            return
+        with tempfile.TemporaryDirectory() as local:  # written locally, then uploaded (flmjax.storage)
+            save_hf_params(local, self.config, self.params, np.dtype(jnp.dtype(dtype)), max_shard_bytes)
+            storage.upload_folder(local, out_dir)
 
     # --- computation -------------------------------------------------------------------------------
     @functools.cached_property

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from flmjax import storage
 from flmjax.config import LoraConfig, ModelConfig
 from flmjax.interop import lora_file
 from flmjax.interop.trainer_checkpoint import (
@@ -122,7 +123,7 @@ def export_checkpoint(
     step_dir = locate_step_dir(path)
     model = FLMAudio.from_pretrained(step_dir, dtype=read_meta(step_dir)["param_dtype"], quantize=quantize)
     model.save_pretrained(out_dir, dtype=dtype)
-    return Path(out_dir)
+    return storage.path(out_dir)
 
 
 def export_adapters(path: str | os.PathLike, out_file: str | os.PathLike) -> Path:
