@@ -8,7 +8,6 @@ import functools
 import importlib.util
 import ssl
 import threading
-from pathlib import Path
 
 import numpy as np
 from aiohttp import web
@@ -59,12 +58,8 @@ def speech_like(frames: int, seed: int = 0, sample_rate: int = 24_000) -> np.nda
 
 
 def load_launcher(name: str):
-    """A script of launch/ as a module (its `main(argv)` runs in this process)."""
-    path = Path(__file__).resolve().parents[1] / "launch" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"launch_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The program behind launch/<name>.py: flmjax.cli.<name> (its `main(argv)` runs in this process)."""
+    return importlib.import_module(f"flmjax.cli.{name}")
 
 
 @contextlib.contextmanager

@@ -256,13 +256,9 @@ def test_stage_configs_follow_the_spec():
 
 
 def _load_launch(name):
-    import importlib.util
-    from pathlib import Path
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"flmjax.cli.{name}")
 
 
 def test_inspector_prints_the_pipelines_sample(corpora, capsys):
