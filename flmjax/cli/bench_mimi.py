@@ -78,7 +78,7 @@ def reference_mimi(seed: int = 0):  # -> moshi.models.compression.MimiModel
                 buffer.normal_(0.0, 0.01)
     for module in model.modules():
         if hasattr(module, "_embedding"):
-            module._embedding = None  # cached embedding_sum / cluster_usage
+            module._embedding = None  # type: ignore[assignment]  # the cached embedding_sum / cluster_usage
     return model
 
 

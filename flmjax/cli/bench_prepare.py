@@ -92,6 +92,8 @@ def bench_tpu(topology: str, batches: list[int]) -> list[dict]:
         compile_s = time.perf_counter() - start
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
+        if not cost:
+            raise SystemExit("bench_prepare: the compiler gave no cost analysis for the Mimi encoder")
         flops, moved = float(cost["flops"]), float(cost["bytes accessed"])
         step_s = max(flops / peak_flops, moved / peak_bytes)
         audio_s = batch * chunk / 24_000

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +82,7 @@ def compare(name: str, model: FLMAudio, columns: int, frames: int, seed: int) ->
     int8 = model.quantized()
     quantize_s = time.perf_counter() - start
     tokens = random_columns(model, columns, seed)
-    (text, audio), (text8, audio8) = model.forward(tokens), int8.forward(tokens)
+    (text, audio), (text8, audio8) = model.forward(jnp.asarray(tokens)), int8.forward(jnp.asarray(tokens))
     codebook = model.config.tokens.codebook_size
     text_agree = float((text.argmax(-1) == text8.argmax(-1)).mean())
     audio_agree = np.asarray((audio[..., :codebook].argmax(-1) == audio8[..., :codebook].argmax(-1)).mean((0, 1)))
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; random weights, bf16 weights and compute")
     for name in args.configs:
-        overrides = {"dtype": "bfloat16", "param_dtype": "bfloat16"}
+        overrides: dict[str, Any] = {"dtype": "bfloat16", "param_dtype": "bfloat16"}
         if name == "flm7b":
             v = args.text_vocab  # the special ids at the top, as the small configs keep them
             tokens = TokenIds(
