@@ -95,8 +95,8 @@ def test_matches_release_style_pytorch_loop(checkpoint, user_codes, greedy_run):
     import torch
     from safetensors.torch import load_file
 
-    from tests.reference.flm_audio_torch import TorchFLMAudio
-    from tests.reference.torch_step_loop import TorchStepLoop
+    from flmjax.reference.flm_audio_torch import TorchFLMAudio
+    from flmjax.reference.torch_step_loop import TorchStepLoop
 
     config = json.loads((checkpoint / "config.json").read_text())
     torch_model = TorchFLMAudio(config)

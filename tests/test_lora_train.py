@@ -129,7 +129,7 @@ def test_resume_is_exact_and_exports_give_the_adapted_logits(tmp_path, base_dir)
     import torch
     from safetensors.torch import load_file
 
-    from tests.reference.flm_audio_torch import TorchFLMAudio
+    from flmjax.reference.flm_audio_torch import TorchFLMAudio
 
     reference = TorchFLMAudio(json.loads((merged / "config.json").read_text()))
     reference.load_state_dict(load_file(str(merged / "model.safetensors")), strict=True)

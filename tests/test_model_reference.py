@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from flmjax import FLMAudio
 from flmjax.config import get_model_config
-from tests.reference.flm_audio_torch import TorchFLMAudio
+from flmjax.reference.flm_audio_torch import TorchFLMAudio
 
 pytestmark = pytest.mark.reference
 

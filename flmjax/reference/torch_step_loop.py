@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from tests.reference.flm_audio_torch import TorchFLMAudio
+from flmjax.reference.flm_audio_torch import TorchFLMAudio
 
 DELAYS = [0] + [0] + [1] * 7 + [0] + [1] * 7
 TOKEN_CACHE_COLUMNS = 21

@@ -1,4 +1,5 @@
-"""An independent PyTorch FLM-Audio, written from the spec (../shared/spec/flm-audio.md section 1), for tests.
+"""An independent PyTorch FLM-Audio, written from the spec (../shared/spec/flm-audio.md section 1), for the
+tests and the inference benchmark.
 
 The backbone is transformers' own `Qwen2Model` (decoder layers, RoPE, final norm) fed the summed stream
 embeddings; the depformer is spelled out here in the release's module names, so that `load_state_dict`
@@ -80,19 +81,23 @@ class DepBlock(nn.Module):
         return x + torch.cat([self.mlps[c](y[:, c : c + 1]) for c in range(x.shape[1])], dim=1)
 
 
+class DepTransformer(nn.Module):
+    """The depformer's `transformer` (the release's names: wtes, wpe, h, ln_f), typed attributes for the caller."""
+
+    def __init__(self, dim: int, layers: int, heads: int, positions: int, vocab: int, eps: float):
+        super().__init__()
+        self.wtes = nn.ModuleList(nn.Embedding(vocab, dim) for _ in range(positions))
+        self.wpe = nn.Embedding(positions, dim)
+        self.h = nn.ModuleList(DepBlock(dim, heads, positions, eps) for _ in range(layers))
+        self.ln_f = RMSNorm(dim, eps)
+
+
 class Depformer(nn.Module):
     def __init__(self, main_dim: int, dim: int, layers: int, heads: int, positions: int, vocab: int, eps: float = 1e-6):
         super().__init__()
         self.positions = positions
         self.linear_in = nn.Linear(main_dim, dim * positions, bias=False)
-        self.transformer = nn.ModuleDict(
-            dict(
-                wtes=nn.ModuleList(nn.Embedding(vocab, dim) for _ in range(positions)),
-                wpe=nn.Embedding(positions, dim),
-                h=nn.ModuleList(DepBlock(dim, heads, positions, eps) for _ in range(layers)),
-                ln_f=RMSNorm(dim, eps),
-            )
-        )
+        self.transformer = DepTransformer(dim, layers, heads, positions, vocab, eps)
         self.lm_heads = nn.ModuleList(nn.Linear(dim, vocab, bias=False) for _ in range(positions))
 
     def forward(self, hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -123,12 +128,14 @@ class TorchFLMAudio(nn.Module):
             rms_norm_eps=cfg["rms_norm_eps"],
             rope_parameters={"rope_type": "default", "rope_theta": cfg["rope_theta"]},
             max_position_embeddings=cfg["max_position_embeddings"],
-            attn_implementation="eager",
+            # PreTrainedConfig takes it through __post_init__(**kwargs); the @strict dataclass's fields omit it.
+            attn_implementation="eager",  # type: ignore[call-arg]
         )
         assert cfg["head_dim"] == cfg["hidden_size"] // cfg["num_attention_heads"]
         self.model = Qwen2Model(qwen)
-        self.model.embed_tokens = StreamEmbeddings(
-            cfg["vocab_size"], cfg["aud_vocab_size"], cfg["aud_channel"], cfg["hidden_size"]
+        # The summed stream embeddings in place of the text-only table (the release's `model.embed_tokens.*`).
+        self.model.set_input_embeddings(
+            StreamEmbeddings(cfg["vocab_size"], cfg["aud_vocab_size"], cfg["aud_channel"], cfg["hidden_size"])
         )
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
         dep = cfg["aud_depthgpt"]
