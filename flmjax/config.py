@@ -251,9 +251,10 @@ class ModelConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, numerics: Numerics = Numerics()) -> ModelConfig:
+        from flmjax import storage  # a config.json in a bucket too (gs://...)
+
         try:
-            with open(path) as f:
-                data = json.load(f)
+            data = json.loads(storage.path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no config.json") from None
         except json.JSONDecodeError as e:

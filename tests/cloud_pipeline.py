@@ -107,6 +107,89 @@ def export() -> None:
     print("export ok")
 
 
+TRAIN_CONFIG = """
+from flmjax.config import Numerics
+from flmjax.data.config import POST_TRAINING, CorpusSpec, DataConfig
+from flmjax.data.layouts import LayoutConfig
+from flmjax.train.config import CheckpointConfig, InitConfig, LogConfig, OptimizerConfig, TrainConfig
+
+
+def config():
+    return TrainConfig(
+        stage="cloud", model="school", numerics=Numerics(dtype="float32", remat="none"),
+        data=DataConfig("words", POST_TRAINING, (CorpusSpec("words", prepared={corpus!r}),), global_batch=2,
+                        layout_config=LayoutConfig(sample_frames=96), tokenizer="words"),
+        steps=3, optimizer=OptimizerConfig(peak_lr=1e-3, end_lr=1e-4),
+        checkpoint=CheckpointConfig(every_steps=2, keep=2),
+        log=LogConfig(every_steps=1, progress=False, eval_batches=0), init=InitConfig(random_ok=True),
+        run_root={root!r},
+    )
+"""
+
+
+def train() -> None:
+    """prepare (bucket -> bucket) -> 3 steps with the run directory in the bucket -> resumed there for a 4th,
+    exported into the bucket -> loaded back from the run and from the export; the same losses and
+    parameters as the same two runs in a local run directory."""
+    import contextlib
+    import io
+    import os
+
+    os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")  # compiles faster on a CPU
+    import jax
+
+    from flmjax.cli import train as train_cli
+    from flmjax.data.curriculum import vocabulary
+    from flmjax.data.prepare import PrepareOptions, prepare_corpus
+    from flmjax.mimi import Mimi
+    from flmjax.model.pretrained import FLMAudio
+
+    manifest, words = upload_demo(), vocabulary()
+    entries = [json.loads(x) for x in storage.path(manifest).read_text().splitlines()]
+    for i, segment in enumerate(s for e in entries for s in e["segments"]):  # texts the small model's words spell
+        segment["text"] = "".join(words[4 * i : 4 * i + 4]).strip()
+    storage.path(manifest).write_text("".join(json.dumps(e) + "\n" for e in entries))
+    prepared = f"{BUCKET}/prepared/words"
+    opts = PrepareOptions(shard_size=2, tokenizer="words")
+    report = prepare_corpus(manifest, prepared, opts, mimi=Mimi.random(seed=0), workers=0, progress=False)
+    assert report.records == 5, report
+    local = Path(tempfile.mkdtemp())
+    config = local / "cloud.py"
+    config.write_text(TRAIN_CONFIG.format(corpus=prepared, root=str(local / "runs")))  # compile cache: local
+    run, export = f"{BUCKET}/runs/cloud", f"{BUCKET}/exports/cloud"
+
+    def launch(*args: str) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = train_cli.main([f"--config={config}", *args])
+        assert code == 0, out.getvalue()
+        return out.getvalue()
+
+    first = launch(f"--run_dir={run}")
+    assert "steps 3/3" in first and "started from random parameters" in first, first
+    saved = sorted(int(p.name) for p in storage.path(f"{run}/checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [2, 3], saved
+    second = launch(f"--run_dir={run}", "--steps=4", f"--export.dir={export}", "--export.dtype=float32")
+    assert f"started from resumed {run}/checkpoints/3" in second and f"exported to {export}" in second, second
+    saved = sorted(int(p.name) for p in storage.path(f"{run}/checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [3, 4], saved  # keep=2
+    rows = [json.loads(x) for x in storage.path(f"{run}/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4], rows  # the resumed run appended to the first's lines
+    events = [p.name for p in storage.path(f"{run}/tensorboard").iterdir()]
+    assert len(events) == 2 and all(n.startswith("events.out.tfevents") for n in events), events  # one per run
+    twin = local / "twin"  # the same two runs in a local run directory: the same losses and parameters
+    launch(f"--run_dir={twin}")
+    launch(f"--run_dir={twin}", "--steps=4")
+    twin_rows = [json.loads(x) for x in (twin / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in twin_rows], (rows, twin_rows)
+    want = FLMAudio.from_pretrained(twin)
+    for other in (FLMAudio.from_pretrained(run), FLMAudio.from_pretrained(export)):
+        same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))),
+                                      want.params, other.params)  # fmt: skip
+        assert all(jax.tree_util.tree_leaves(same))
+    print("train ok")
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as cache:
         import os

@@ -1,6 +1,8 @@
 """gs:// paths end to end against a local fake of Cloud Storage (gcp-storage-emulator): a corpus read from
 the bucket is prepared into it and read back through Grain (tests/cloud_pipeline.py)."""
 
+import pytest
+
 from tests.cloud_store import fake_gcs, run_in_store
 
 
@@ -18,3 +20,8 @@ def test_prepare_reads_and_writes_the_bucket_and_bad_paths_fail_in_one_line():
 
 def test_an_export_is_written_to_the_bucket_and_loads_back_from_it():
     assert "export ok" in _run("export")
+
+
+@pytest.mark.slow
+def test_training_reads_and_writes_its_run_in_the_bucket_and_resumes_there():
+    assert "train ok" in _run("train")

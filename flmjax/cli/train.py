@@ -77,6 +77,7 @@ def _train(stages: list[TrainConfig]) -> int:
     import jax
 
     from flmjax.interop.trainer_checkpoint import CheckpointError
+    from flmjax.storage import StorageError
     from flmjax.train.checkpoint import export_checkpoint
     from flmjax.train.loop import train
     from flmjax.train.setup import SetupError
@@ -103,7 +104,7 @@ def _train(stages: list[TrainConfig]) -> int:
                 out = export_checkpoint(result.run_dir, config.export.dir, config.export.dtype)
                 print(f"{config.stage}: exported to {out} ({config.export.dtype}, HF layout; "
                       "FLMAudio.from_pretrained loads it)")  # fmt: skip
-    except (ConfigError, SetupError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, SetupError, CheckpointError, StorageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("where everything went:")

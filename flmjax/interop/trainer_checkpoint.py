@@ -7,6 +7,7 @@ A run directory holds `checkpoints/<step>/` with four items:
   meta       JSON: step, stage, param_dtype and the model's `config.json` (so a checkpoint describes its model)
 Step N holds the state after N optimizer updates. This module reads the step directories, their meta and
 their parameters; it knows nothing of the model's code, so that the model can load these checkpoints.
+A run directory may be in a bucket (gs://...: `flmjax.storage`); Orbax reads and writes it there itself.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from flmjax import storage
 from flmjax.config import ModelConfig, Numerics
 from flmjax.errors import FlmjaxError
 
 CHECKPOINTS = "checkpoints"
+# On gs:// Orbax writes a step in its final place and writes this file last (there is no atomic rename).
+COMMIT_MARKER = "commit_success.txt"
 
 
 class CheckpointError(FlmjaxError):
@@ -30,18 +34,25 @@ class CheckpointError(FlmjaxError):
 
 
 def _step_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    return sorted((p for p in root.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+
+
+def _is_step_dir(path: Path) -> bool:
+    if not ((path / "meta").is_dir() and (path / "params").is_dir()):
+        return False
+    return not str(path).startswith("gs://") or (path / COMMIT_MARKER).exists()  # a step still being written
 
 
 def locate_step_dir(path: str | os.PathLike) -> Path:
     """The step directory a path names: a step directory itself, or the newest step of a run directory
-    (`<run>/checkpoints/<step>`) or of a checkpoints directory. Absolute, as Orbax requires."""
-    path = Path(path).resolve()
-    if (path / "meta").is_dir() and (path / "params").is_dir():
+    (`<run>/checkpoints/<step>`) or of a checkpoints directory. Absolute, as Orbax requires (a gs:// path
+    is; it comes back an `etils.epath.Path`, which Orbax takes)."""
+    path = storage.path(path) if storage.is_remote(path) else Path(path).resolve()
+    if _is_step_dir(path):
         return path
     root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
     steps = _step_dirs(root) if root.is_dir() else []
-    complete = [s for s in steps if (s / "meta").is_dir() and (s / "params").is_dir()]
+    complete = [s for s in steps if _is_step_dir(s)]
     if not complete:
         raise CheckpointError(f"{path}: no flmjax checkpoint (expected a run directory or a step directory)")
     return complete[-1]

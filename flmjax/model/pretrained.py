@@ -84,13 +84,15 @@ class FLMAudio:
         """
         if quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
-        if storage.is_remote(path):  # an export in a bucket: its files staged locally (flmjax.storage)
+        # In a bucket: a trainer checkpoint is read there (Orbax), an export's files are staged locally.
+        in_bucket_run = storage.is_remote(path) and trainer_checkpoint.is_trainer_checkpoint(path)
+        if storage.is_remote(path) and not in_bucket_run:
             path = storage.local_folder(path)
         path = os.fspath(path)
         numerics = Numerics.for_inference(dtype, **runtime)
-        if not os.path.isdir(path):
+        if not in_bucket_run and not os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no such checkpoint directory")
-        if not os.path.exists(os.path.join(path, "config.json")):
+        if in_bucket_run or not os.path.exists(os.path.join(path, "config.json")):
             if trainer_checkpoint.is_trainer_checkpoint(path):
                 config = trainer_checkpoint.model_config_of(path, numerics)
                 run_lora = trainer_checkpoint.read_meta(path).get("lora")

@@ -61,13 +61,14 @@ def _restore(checkpointer, step_dir: Path, target: TrainState, data_iterator: An
 
 
 class RunCheckpoints:
-    """The checkpoint manager of one run directory."""
+    """The checkpoint manager of one run directory (a local folder, or gs://...: Orbax writes the arrays
+    through TensorStore's gcs driver and the rest through `etils.epath`)."""
 
     def __init__(self, run_dir: str | os.PathLike, config: CheckpointConfig, model: ModelConfig, stage: str):
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.keep, enable_async_checkpointing=config.async_save, create=True
         )
-        self.directory = Path(run_dir) / CHECKPOINTS
+        self.directory = storage.path(run_dir) / CHECKPOINTS
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._meta = {"stage": stage, "model": model.to_hf_dict(), "param_dtype": model.numerics.param_dtype}
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import tyro
 
+from flmjax import storage
 from flmjax.config import DTYPES, MODEL_CONFIGS, ConfigError, DType, LoraConfig, ModelConfig, Numerics, get_model_config
 from flmjax.data.config import CorpusSpec, DataConfig, get_data_config
 from flmjax.train.loss import LossCoefficients
@@ -197,7 +198,7 @@ class TrainConfig:
             path = self.init.params_from
             if path and trainer_checkpoint.is_trainer_checkpoint(path):
                 model = trainer_checkpoint.model_config_of(path, self.numerics)
-            elif path and os.path.isfile(os.path.join(path, "config.json")):
+            elif path and storage.exists(os.path.join(path, "config.json")):
                 model = ModelConfig.from_json_file(os.path.join(path, "config.json"), self.numerics)
             else:
                 raise ConfigError(
@@ -208,7 +209,9 @@ class TrainConfig:
 
     @property
     def resolved_run_dir(self) -> str:
-        return os.path.abspath(self.run_dir or os.path.join(self.run_root, self.stage))
+        """Absolute, or a bucket's path (gs://...: checkpoints, metrics and TensorBoard go there)."""
+        run_dir = self.run_dir or os.path.join(self.run_root, self.stage)
+        return run_dir if storage.is_remote(run_dir) else os.path.abspath(run_dir)
 
     def total_steps(self, num_samples: int) -> int:
         """The schedule's length: `steps`, or epochs x samples / batch (papers: fractional epochs)."""
@@ -220,9 +223,13 @@ class TrainConfig:
 def with_corpus(config: TrainConfig, corpus: str) -> TrainConfig:
     """`config` reading one corpus instead of its corpora: a prepared folder (with index.json), or what
     preparation reads (a JSONL manifest, `moshi:FILE.jsonl`, `tfds:NAME`, `hf:PATH`), prepared on first use."""
-    if os.path.isfile(os.path.join(corpus, "index.json")):
+    if storage.exists(os.path.join(corpus, "index.json")):  # local or in a bucket (gs://...)
         spec = CorpusSpec("corpus", prepared=corpus)
-    elif corpus.startswith(("moshi:", "tfds:", "hf:")) or os.path.isfile(corpus):
+    elif (
+        corpus.startswith(("moshi:", "tfds:", "hf:"))
+        or os.path.isfile(corpus)
+        or (storage.is_remote(corpus) and storage.exists(corpus))
+    ):
         spec = CorpusSpec("corpus", manifest=corpus)
     else:
         raise ConfigError(f"--corpus={corpus}: not a prepared folder (no index.json), a manifest, moshi:, tfds: or hf:")

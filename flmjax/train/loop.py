@@ -103,6 +103,7 @@ def run_stage(stage: Stage) -> StageResult:
             preempted = preemption.requested.is_set()
             if step % config.checkpoint.every_steps == 0 or step == stage.total_steps or preempted:
                 stage.checkpoints.save(step, stage.state, batches)
+                logger.sync()  # a bucket's metrics.jsonl: at least up to the checkpoint
     if can_eval and not preempted and eval_step != step:
         eval_metrics = logger.log(step, evaluate(stage), split="eval")
     if bar is not None:

@@ -5,20 +5,30 @@ accuracy and token count of `finalize_loss`, `grad_norm`, `lr`, `tokens_per_s` (
 columns, i.e. frames: one per 80 ms, each carrying 17 streams), `step_s`, and `mfu` where the device's
 peak is known; the first line has `first_step_s` (compilation included) and `model_flops_per_step`
 instead. Evaluations are lines of their own whose keys start with `eval_`.
+
+A run directory in a bucket (gs://...) cannot be appended to: the files are written in a local folder
+and uploaded whole (`metrics.jsonl`, TensorBoard's event files) every `SYNC_S` seconds and at the end; a
+resumed run first fetches the `metrics.jsonl` it continues.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from flmjax import storage
 from flmjax.config import ModelConfig
+
+SYNC_S = 30.0  # a bucket's copy of the metrics lags the run by at most this (and whatever a crash loses)
 
 # Dense bf16 peak FLOP/s per device, by a substring of `device_kind` (first match wins).
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
@@ -68,21 +78,31 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 class MetricsLogger:
-    """metrics.jsonl + TensorBoard in the run directory (process 0 only)."""
+    """metrics.jsonl + TensorBoard in the run directory (process 0 only; a bucket: see the module doc)."""
 
     def __init__(self, run_dir: str, tensorboard: bool):
         self.enabled = jax.process_index() == 0
         self._jsonl = None
         self._tb = None
+        self._remote = run_dir if storage.is_remote(run_dir) else None
         if not self.enabled:
             return
-        os.makedirs(run_dir, exist_ok=True)
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        local = tempfile.mkdtemp(prefix="flmjax-metrics-") if self._remote else run_dir
+        self._local = local
+        os.makedirs(local, exist_ok=True)
+        self.path = os.path.join(local, "metrics.jsonl")
+        if self._remote:
+            try:  # a resumed run appends to the lines of the runs before it
+                previous = storage.read_bytes(os.path.join(self._remote, "metrics.jsonl"))
+            except FileNotFoundError:
+                previous = b""
+            Path(self.path).write_bytes(previous)
         self._jsonl = open(self.path, "a")
+        self._synced = time.monotonic()
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(local, "tensorboard"))
 
     def log(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> dict[str, float]:
         """Write one line (keys prefixed `eval_` for split "eval") and the TensorBoard scalars `split/name`."""
@@ -94,13 +114,34 @@ class MetricsLogger:
             if self._tb is not None:
                 for name, value in values.items():
                     self._tb.add_scalar(f"{split}/{name}", value, step)
+            if self._remote and time.monotonic() - self._synced >= SYNC_S:
+                self.sync()
         return values
 
+    def sync(self) -> None:
+        """Upload the metrics and event files to a bucket's run directory (nothing to do for a local one)."""
+        if self._remote is None or self._jsonl is None:
+            return
+        if self._tb is not None:
+            self._tb.flush()
+        self._jsonl.flush()
+        storage.write_bytes_atomic(os.path.join(self._remote, "metrics.jsonl"), Path(self.path).read_bytes())
+        events = Path(self._local) / "tensorboard"
+        for f in sorted(events.iterdir()) if events.is_dir() else []:
+            storage.write_bytes_atomic(os.path.join(self._remote, "tensorboard", f.name), f.read_bytes())
+        self._synced = time.monotonic()
+
     def close(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+        if self._jsonl is not None:
+            self._jsonl.flush()
+            self.sync()
+            self._jsonl.close()
+            self._jsonl = None
+        if self._remote and self.enabled:
+            shutil.rmtree(self._local, ignore_errors=True)
 
 
 class Throughput:

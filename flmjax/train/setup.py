@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from flmjax import storage
 from flmjax.config import ConfigError, LoraConfig, ModelConfig
 from flmjax.data.config import DEMO_DIR
 from flmjax.errors import FlmjaxError
@@ -79,24 +80,27 @@ def initialize_distributed(config: TrainConfig) -> None:
 def enable_compile_cache(config: TrainConfig) -> None:
     """Reuse compiled programs across restarts and chained stages (the step does not depend on the stage)."""
     if config.compile_cache:
-        jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(config.run_root, "jax_cache")))
+        cache = os.path.join(config.run_root, "jax_cache")  # JAX takes a gs:// folder too (through etils.epath)
+        jax.config.update("jax_compilation_cache_dir", cache if storage.is_remote(cache) else os.path.abspath(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def check_can_start(config: TrainConfig) -> None:
     """Fail at once, in one line, when a stage has no state to start from or no real data."""
-    run_dir = Path(config.resolved_run_dir)
-    if trainer_checkpoint.is_trainer_checkpoint(run_dir):
+    if trainer_checkpoint.is_trainer_checkpoint(config.resolved_run_dir):
         return  # resuming this run
     init = config.init
     for field in ("state_from", "params_from", "qwen_from"):
         path = getattr(init, field)
-        if path and not os.path.exists(path):
+        if path and not storage.exists(path):
             raise SetupError(f"{config.stage}: init.{field}={path} does not exist")
     needs = []
     if not (init.state_from or init.params_from or init.qwen_from or init.random_ok):
         needs.append(f"a start ({init.start_hint})")
-    reads_demo = any(c.manifest and Path(c.manifest).resolve().is_relative_to(DEMO_DIR) for c in config.data.corpora)
+    reads_demo = any(
+        c.manifest and not storage.is_remote(c.manifest) and Path(c.manifest).resolve().is_relative_to(DEMO_DIR)
+        for c in config.data.corpora
+    )
     if reads_demo and not config.demo_data_ok:
         needs.append(
             "data (its corpora are the demo corpus: --data.corpora name=NAME,prepared=DIR ... "
@@ -173,7 +177,7 @@ def _lora_state(
         lambda x, t: jax.device_put(x, t.sharding), _load_params(base_path, model, target.frozen), target.frozen
     )
     fingerprint = lora_lib.fingerprint(base)
-    checkpoints.set_lora(lora, os.path.abspath(base_path), fingerprint)
+    checkpoints.set_lora(lora, base_path if storage.is_remote(base_path) else os.path.abspath(base_path), fingerprint)
     rank = f"LoRA rank {lora.rank} ({', '.join(lora.targets)})"
     if checkpoints.latest_step() is not None:
         saved = (checkpoints.read_latest_meta().get("lora") or {}).get("base_fingerprint")
@@ -194,7 +198,7 @@ def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
     model, a smaller text vocabulary) loads with its vocabulary grown (`flmjax.model.vocab`)."""
     if trainer_checkpoint.is_trainer_checkpoint(path):
         saved = trainer_checkpoint.model_config_of(path)
-    elif os.path.isfile(os.path.join(path, "config.json")):
+    elif storage.exists(os.path.join(path, "config.json")):
         saved = ModelConfig.from_json_file(os.path.join(path, "config.json"))
     else:
         raise SetupError(f"init.params_from={path}: neither an flmjax checkpoint nor an HF-layout directory")
@@ -206,7 +210,10 @@ def _load_params(path: str, model: ModelConfig, target: Any) -> Any:
         params = trainer_checkpoint.restore_params(path, target if not grow else _on_one_device(source))
     else:
         params = load_hf_params(
-            path, source, abstract_params(source), np.dtype(jax.tree_util.tree_leaves(target)[0].dtype)
+            storage.local_folder(path),
+            source,
+            abstract_params(source),
+            np.dtype(jax.tree_util.tree_leaves(target)[0].dtype),
         )
     if not grow:
         return params
