@@ -134,7 +134,8 @@ def silence(seconds: float) -> np.ndarray:
 def speech_manifest(out: Path, name: str, source: str, en: list[str], zh: list[str]) -> list[dict]:
     """One entry per file; every third file carries two sentences, so a file can hold several segments."""
     items = [("en", s, "en-us" if i % 2 else "en-gb") for i, s in enumerate(en)] + [("zh", s, "cmn") for s in zh]
-    entries, i = [], 0
+    entries: list[dict] = []
+    i = 0
     while i < len(items):
         group = (
             items[i : i + 2]
@@ -169,7 +170,8 @@ def dialog_manifest(out: Path) -> list[dict]:
             synthesize(text, model_voice if role == "model" else user_voices[k % 2])
             for k, (role, text) in enumerate(turns)
         ]
-        starts, t = [], 0.3
+        starts: list[float] = []
+        t = 0.3
         for k, clip in enumerate(clips):
             if d == INTERRUPTED_DIALOG and k == 2:
                 t = starts[1] + 1.5  # the user talks over the model's answer
@@ -193,6 +195,7 @@ def dialog_manifest(out: Path) -> list[dict]:
                     pos += len(clips[k]) / SAMPLE_RATE + 0.4
             write_wav(out / user_file, np.concatenate(parts))
         for k, ((role, text), clip) in enumerate(zip(turns, clips)):
+            audio: str | dict[str, object]  # a file, or a span of the user's one recording
             if d == SPAN_DIALOG and role == "user":
                 audio = spans[k]
             else:

@@ -20,6 +20,7 @@ import numpy as np
 
 def export(out_dir: str, config: str) -> None:
     import jax
+    import jax.numpy as jnp
 
     jax.config.update("jax_default_matmul_precision", "highest")
     from flmjax import FLMAudio
@@ -32,7 +33,7 @@ def export(out_dir: str, config: str) -> None:
     tokens = np.empty((2, 17, 17), np.int32)
     tokens[..., 0] = rng.integers(0, cfg.vocab_size, tokens.shape[:2])
     tokens[..., 1:] = rng.integers(0, 2048, (*tokens.shape[:2], 16))
-    text, audio = model.forward(tokens)
+    text, audio = model.forward(jnp.asarray(tokens))
     np.savez(os.path.join(out_dir, "flmjax_logits.npz"), tokens=tokens, text=np.asarray(text), audio=np.asarray(audio))
     print(f"wrote {out_dir}/checkpoint and flmjax_logits.npz")
 

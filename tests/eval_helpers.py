@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 16_000) -> None:
     soundfile.write(path, np.clip(pcm, -1, 1), rate, subtype="PCM_16")
 
 
-def _chunks(spans: list[tuple[float, float | None]]) -> dict:
+def _chunks(spans: Sequence[tuple[float, float | None]]) -> dict:
     words = [f"w{i}" for i in range(len(spans))]
     return {"text": " ".join(words), "chunks": [{"text": w, "timestamp": [s, e]} for w, (s, e) in zip(words, spans)]}
 
@@ -79,14 +80,14 @@ def turn_task_dirs(root: Path) -> dict[str, Path]:
         if name in RATINGS:
             _write_json(dirs["user_interruption"] / name / "rating.json", {"analysis": "-", "rating": RATINGS[name]})
         _write_json(dirs["pause_handling"] / name / "pause.json", [{"text": "[PAUSE]", "timestamp": [1.0, 2.0]}])
-    for name, (spans, _) in PAUSE_EXTRA.items():
-        _write_json(dirs["pause_handling"] / name / "output.json", _chunks(spans))
+    for name, (pause_spans, _) in PAUSE_EXTRA.items():
+        _write_json(dirs["pause_handling"] / name / "output.json", _chunks(pause_spans))
     return dirs
 
 
 # Backchannel samples (names are keys of the benchmark's ground-truth file): the output's speech at known
 # places, the words of output.json, and the TOR the rules give.
-BACKCHANNEL_CASES = {
+BACKCHANNEL_CASES: dict[str, tuple[list[tuple[float, str]], list[tuple[float, float | None]], int]] = {
     "0": ([], [], 0),  # silent output: no candidate, JSD 1
     "1": ([(2.0, "yeah")], [(2.0, 2.3), (6.0, None)], 0),  # one short backchannel; a null end far away
     "2": ([(1.0, "one two three"), (5.0, "okay")], [(1.0, 1.3), (1.3, 1.6), (1.6, 1.9), (5.0, 5.3)], 0),

@@ -16,12 +16,14 @@ def tiny_mimi():
 
 
 def main(argv: list[str]) -> int:
+    from unittest import mock
+
     from flmjax.data import prepare
     from tests.test_pipeline import _load_launch
 
     mimi = tiny_mimi()
-    prepare.LazyMimi = lambda name, log: mimi
-    return _load_launch("prepare_data").main(argv)
+    with mock.patch.object(prepare, "LazyMimi", lambda name, log: mimi):  # the tiny codec, not a loaded one
+        return _load_launch("prepare_data").main(argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ accumulation, cached reference log-probabilities, and a few steps that raise the
 chosen-over-rejected accuracy on held-out pairs."""
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,7 @@ def setup():
 
 
 OBJECTIVE = DPOObjective(DPOConfig(beta=0.5, lambda_ftx=0.5))
-_STEPS = {}
+_STEPS: dict[tuple[int, bool], Callable] = {}
 
 
 def _jitted_step(config, optimizer, mesh, micro_batches, with_ref=True):

@@ -35,7 +35,8 @@ def _qwen(tmp_path, tie: bool = False, hidden: int = CFG.hidden_size):
         max_position_embeddings=CFG.max_position_embeddings,
         tie_word_embeddings=tie,
         initializer_range=0.2,  # peaked logits, so a wrong weight shows
-        attn_implementation="eager",
+        # PreTrainedConfig takes it through __post_init__(**kwargs); the @strict dataclass's fields omit it.
+        attn_implementation="eager",  # type: ignore[call-arg]
     )
     model = Qwen2ForCausalLM(config).eval()
     with torch.no_grad():  # Qwen's q/k/v biases start at zero: make them matter

@@ -22,6 +22,7 @@ from flmjax.train.loss import LossCoefficients, flm_loss
 from tests.test_layouts import LISTEN, SILENCE, SPEAK, W, overlapping_dialog, two_exchanges
 
 IDS = RELEASE_TOKENS.with_state_tokens()
+assert IDS.state_tokens is not None  # with_state_tokens() appends them
 S, A, P, E = IDS.state_tokens
 STATES = LayoutConfig(text_states="bayling", interruption_prob=0.0)
 

@@ -69,7 +69,7 @@ def _signal_after(proc: subprocess.Popen, run_dir: Path, step: int, sig: int) ->
     """Send `sig` once the run has logged `step`; returns the process's exit status."""
     deadline = time.time() + 240
     while max(_curve(run_dir), default=0) < step:
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, proc.communicate()[0]  # it exited: its output says why
         assert time.time() < deadline, "the run made no progress"
         time.sleep(0.05)
     proc.send_signal(sig)

@@ -89,13 +89,13 @@ def mimi_seconds_per_minute(minutes: float, rng: np.random.Generator) -> tuple[f
     return warm, (time.perf_counter() - start) / minutes
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16, help="samples per batch (the host's share)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mimi-minutes", type=float, default=0.0, help="also time Mimi encoding of this much audio")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.mimi_minutes > 0:  # before pinning: encoding uses every core it is given
         warm, per_minute = mimi_seconds_per_minute(args.mimi_minutes, np.random.default_rng(args.seed))
         cores = len(os.sched_getaffinity(0))
@@ -120,7 +120,8 @@ def main() -> None:
         for name, config, roots in rows:
             rate = timed(config, roots, args.batches)
             print(f"{name:38s} {config.seq_len:7d} {rate:10.1f} {TARGET_SAMPLES_PER_S:12.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -63,11 +63,11 @@ def timed(make_sample, count: int) -> tuple[float, int]:
     return (time.perf_counter() - start) / count, tokens.shape[0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: the number is per core
     rng = np.random.default_rng(args.seed)
     cfg = LayoutConfig()
@@ -91,7 +91,8 @@ def main() -> None:
     for name, make in (("post-training packing (8192)", post_training), ("response_tts_free, 6 turns", free_dialog)):
         seconds, num_frames = timed(make, args.samples)
         print(f"{name:<34}{num_frames:>8}{seconds * 1e3:>12.2f}{1 / seconds:>16.1f}{TARGET_SAMPLES_PER_S:>13.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -156,11 +156,11 @@ def bench(reference, mimi: Mimi, batch: int, frames: int) -> dict[str, float | b
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=40, help="timed frames per batch size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     reference = reference_mimi()
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +196,8 @@ def main() -> None:
     )
     print("real time = 80 ms per frame; frames/s counts every stream of the batch;")
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other processes slow both sides)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
