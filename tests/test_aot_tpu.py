@@ -70,3 +70,13 @@ def test_trip_count_reads_signed_and_unsigned_loop_counters(counter):
   ROOT %lt = pred[] compare(%i, %n), direction=LT
 }}"""
     assert _trip_count(condition, lambda name: "", None) == 7
+
+
+@pytest.mark.parametrize(("topology", "chips"), [("v6e:1x1", 1), ("v5e:1x1", 1), ("v5e:2x2", 4), ("v6e:2x4", 8)])
+def test_topologies_smaller_than_a_host_have_their_own_chips(topology, chips, monkeypatch):
+    from flmjax.aot.chips import topology_devices
+
+    monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")  # as aot.main sets them: no GCE metadata server to ask,
+    monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # another compile may hold libtpu's lock
+
+    assert len(topology_devices(topology)) == chips  # libtpu's default 2x2 host refuses a 1x1 slice

@@ -45,7 +45,15 @@ def topology_devices(topology: str) -> list:
 
     generation, _, shape = topology.partition(":")
     if generation.lower() not in GPUS:
-        return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+        # libtpu's default host is 2x2x1 chips; a slice smaller than that (v6e:1x1, v5e:1x2) is one host
+        # of the slice's own shape, or libtpu refuses it ("not divisible by chips_per_host_bounds").
+        try:
+            dims = [int(d) for d in shape.lower().split("x")]
+        except ValueError:
+            raise ValueError(f"{topology}: the slice shape must be like 2x2 or 2x2x1") from None
+        dims = (dims + [1, 1, 1])[:3]
+        kwargs = {"chips_per_host_bounds": dims} if dims[0] < 2 or dims[1] < 2 else {}
+        return topologies.get_topology_desc(platform="tpu", topology_name=topology, **kwargs).devices
     try:
         import jax_plugins.xla_cuda12  # noqa: F401
     except ImportError:
