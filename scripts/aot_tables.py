@@ -2,13 +2,15 @@
 
     python scripts/aot_tables.py docs/aot/train.jsonl docs/aot/decode.jsonl
 
-A row with `roofline_step_s` is a train step, one with `roofline_ms_per_frame` a decode frame; the chip
-peaks the rooflines use come from `flmjax.aot.chips`.
+A row with `roofline_step_s` is a train step, one with `roofline_ms_per_frame` a decode frame (or, with
+`compile_error`, a decode frame libtpu refused for HBM); the chip peaks the rooflines use come from
+`flmjax.aot.chips`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 from flmjax.aot.chips import CHIPS
@@ -46,6 +48,14 @@ def decode_table(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if "compile_error" in r:  # libtpu refused the program for HBM: no cost, no roofline
+            needed = re.search(r"temporaries \(([\d.]+G)\) exceeds available HBM \(([\d.]+G)\)", r["compile_error"])
+            why = f"no: libtpu needs {needed[1]} of temporaries, {needed[2]} available" if needed else "no: refused"
+            lines.append(
+                f"| {r['topology']} | {r['chips']} | {r['batch']} | {r['weight_gb_per_device']:.2f} "
+                f"| {r['kv_cache_gb_per_device']:.2f} | - | {why} | - | - | - | - | - |"
+            )
+            continue
         lines.append(
             f"| {r['topology']} | {r['chips']} | {r['batch']} | {r['weight_gb_per_device']:.2f} "
             f"| {r['kv_cache_gb_per_device']:.2f} | {r['per_device_gb']:.1f} | {'yes' if r['fits'] else 'no'} "
@@ -58,7 +68,8 @@ def decode_table(rows: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for path in (argv or sys.argv[1:]) for line in open(path) if line.strip()]
     train = sorted((r for r in rows if "roofline_step_s" in r), key=lambda r: (r["device_kind"], r["chips"]))
-    decode = sorted((r for r in rows if "roofline_ms_per_frame" in r), key=lambda r: (r["chips"], r["batch"]))
+    decode = [r for r in rows if "roofline_ms_per_frame" in r or "compile_error" in r]
+    decode.sort(key=lambda r: (r["device_kind"], r["chips"], r["batch"]))
     for table in (chips_table(), train_table(train) if train else [], decode_table(decode) if decode else []):
         if table:
             print("\n".join(table) + "\n")

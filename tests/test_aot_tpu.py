@@ -80,3 +80,30 @@ def test_topologies_smaller_than_a_host_have_their_own_chips(topology, chips, mo
     monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # another compile may hold libtpu's lock
 
     assert len(topology_devices(topology)) == chips  # libtpu's default 2x2 host refuses a 1x1 slice
+
+
+def test_the_decode_table_shows_a_frame_libtpu_refused_for_hbm():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "aot_tables.py"
+    spec = importlib.util.spec_from_file_location("aot_tables", path)
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+               "(43.32G) exceeds available HBM (31.25G).")  # fmt: skip
+    row = {"topology": "v6e:1x1", "chips": 1, "batch": 32, "weight_gb_per_device": 15.12,
+           "kv_cache_gb_per_device": 15.03, "fits": False, "compile_error": message}  # fmt: skip
+    *_, line = tables.decode_table([row])
+    why = "no: libtpu needs 43.32G of temporaries, 31.25G available"
+    assert line == f"| v6e:1x1 | 1 | 32 | 15.12 | 15.03 | - | {why} | - | - | - | - | - |"
+
+
+def test_a_decode_frame_libtpu_refuses_for_hbm_is_a_row_that_does_not_fit(capsys):
+    # The tiny model's ring cache of 2^20 slots for 64 streams: 17 GB of arguments on a 16 GB v5e chip.
+    argv = ["--model", "tiny", "--topology", "v5e:1x1", "--decode", "--batch", "64", "--window", str(2**20), "--json"]
+    (row,) = _rows(capsys, argv)
+    assert row["fits"] is False and row["compile_error"].startswith("RESOURCE_EXHAUSTED")
+    assert row["kv_cache_gb_per_device"] == pytest.approx(17.18, abs=0.01)
+    assert "roofline_ms_per_frame" not in row

@@ -311,6 +311,8 @@ def measure_tpu_train(
 
 
 def measure_tpu_decode(args, chip, devices, mesh_sizes, batch: int) -> dict:
+    """One decode row; a frame program libtpu refuses for HBM (RESOURCE_EXHAUSTED) is a row too, `fits`
+    false with the compiler's message in `compile_error` and no cost or roofline."""
     import jax
     import numpy as np
 
@@ -318,14 +320,6 @@ def measure_tpu_decode(args, chip, devices, mesh_sizes, batch: int) -> dict:
 
     mesh = _tpu_mesh(devices, mesh_sizes)
     config, params, state, lowered = lower_decode(args.model, mesh, batch, args.window, args.dtype, args.decode_block)
-    started = time.perf_counter()
-    compiled = lowered.compile()
-    seconds = time.perf_counter() - started
-    # The ring is read block by block, only the filled blocks (a traced trip count): a frame of a
-    # conversation that has filled the window (the steady state) and one of a conversation's first block.
-    blocks = -(-state.kv.window // ring_block_size(config, state.kv.window))
-    report = _compiled_report(compiled, chip, seconds, traced_trips=blocks)
-    young = _compiled_report(compiled, chip, seconds, traced_trips=1)
 
     def shard_bytes(tree) -> float:
         leaves = jax.tree_util.tree_leaves(tree)
@@ -335,8 +329,7 @@ def measure_tpu_decode(args, chip, devices, mesh_sizes, batch: int) -> dict:
     gathered = ("text_embeddings", "aud_speak_embeddings", "aud_listen_embeddings")
     read = {k: v for k, v in params["embed_tokens"].items() if k not in gathered}
     weights = shard_bytes({**{k: v for k, v in params.items() if k != "embed_tokens"}, "embed": read})
-    frame_s = report.pop("roofline_s")
-    return {
+    row = {
         "model": args.model,
         "topology": args.topology,
         "chips": len(devices),
@@ -344,10 +337,30 @@ def measure_tpu_decode(args, chip, devices, mesh_sizes, batch: int) -> dict:
         "batch": batch,
         "window": state.kv.window,
         "dtype": args.dtype,
-        **report,
+        "device_kind": chip.name,
+        "hbm_gb": chip.hbm_bytes / 1e9,
         "weight_bytes_per_device": weights,
         "weight_gb_per_device": weights / 1e9,
         "kv_cache_gb_per_device": shard_bytes((state.kv.k, state.kv.v)) / 1e9,
+    }
+    started = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        message = str(e).strip().splitlines()[0]
+        return {**row, "fits": False, "compile_error": message, "compile_s": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    # The ring is read block by block, only the filled blocks (a traced trip count): a frame of a
+    # conversation that has filled the window (the steady state) and one of a conversation's first block.
+    blocks = -(-state.kv.window // ring_block_size(config, state.kv.window))
+    report = _compiled_report(compiled, chip, seconds, traced_trips=blocks)
+    young = _compiled_report(compiled, chip, seconds, traced_trips=1)
+    frame_s = report.pop("roofline_s")
+    return {
+        **row,
+        **report,
         "gb_accessed_per_device": report["bytes_per_device"] / 1e9,
         "bytes_over_weights": report["bytes_per_device"] / weights,
         "roofline_ms_per_frame": frame_s * 1e3,
@@ -361,7 +374,11 @@ def _print_row(row: dict, columns, as_json: bool) -> None:
     if as_json:
         print(json.dumps(row), flush=True)
     else:
-        print(" ".join(f"{row[key] if spec else str(row[key]):>{width}{spec}}" for _, key, width, spec in columns),
+        cells = (
+            ("-" if row.get(key) is None else row[key] if spec else str(row[key]), width, spec)
+            for _, key, width, spec in columns
+        )  # a refused compile has no cost columns
+        print(" ".join(f"{v:>{w}{spec if not isinstance(v, str) else ''}}" for v, w, spec in cells),
               flush=True)  # fmt: skip
 
 
