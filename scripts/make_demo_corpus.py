@@ -1,6 +1,7 @@
-"""Rebuild the demo corpus in data/demo/ with espeak-ng (no download; `apt-get install espeak-ng`).
+"""Rebuild the demo corpus in flmjax/data/demo/ (package data) with espeak-ng (no download;
+`apt-get install espeak-ng`).
 
-    python scripts/make_demo_corpus.py [--out data/demo]
+    python scripts/make_demo_corpus.py [--out flmjax/data/demo]
 
 Writes 16 kHz mono 16-bit WAV files (16 kHz on purpose: preparation must resample to Mimi's 24 kHz) and
 three manifests in the formats of docs/data.md:
@@ -212,7 +213,7 @@ def write_jsonl(path: Path, entries: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "demo"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "flmjax" / "data" / "demo"))
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is not installed (apt-get install espeak-ng)")

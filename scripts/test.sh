@@ -24,4 +24,7 @@ ruff check .
 ruff format --check .
 # Types (settings in pyproject.toml: the package): about a minute with a cold cache, as in CI.
 mypy
+# The installed package: a wheel built, installed into a fresh venv and trained from outside the checkout on
+# its packaged demo corpus (~10 s to build and install, ~1.5 min for the first stage's preparation and 2 steps).
+scripts/check_wheel.sh
 python -m pytest "$@"

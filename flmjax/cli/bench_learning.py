@@ -228,7 +228,7 @@ def run(out: Path, size: str, seed: int, batch: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/school", help="output folder (default runs/school)")
+    parser.add_argument("--out", default="runs/school", help="output folder (default runs/school, in the cwd)")
     parser.add_argument("--size", default="full", choices=tuple(SIZES), help="full: the benchmark; small: the CI test")
     parser.add_argument("--seed", type=int, default=0, help="curriculum, quantizer fit and initialisation seed")
     parser.add_argument("--batch", type=int, default=8, help="conversations evaluated together in one Session batch")

@@ -30,7 +30,8 @@ _HELP = (
     "Train FLM-Audio: --config=NAME (a stage config in flmjax/configs/: {names}; or a .py file defining "
     "config()), then any field below as --field.name=value or --set field.name=value (defaults shown are "
     "that config's). --print-config prints the resolved config(s) as JSON. Exit status: 0 done, 2 bad "
-    "config or input, 143 stopped by SIGTERM after a checkpoint (run again to resume)."
+    "config or input, 143 stopped by SIGTERM after a checkpoint (run again to resume). Relative paths (run_root "
+    "runs/ and the run directories under it) are taken from the current directory."
 )
 
 

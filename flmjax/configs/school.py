@@ -1,8 +1,8 @@
 """The school: the `school` model (3 layers of 128, the curriculum's 1024-id word vocabulary) learns the
 synthetic curriculum (flmjax/data/curriculum.py) from scratch on a CPU: post-training on its sentences,
 then the semi-duplex and the full-duplex dialog stages (post1 -> ft1 -> ft2). Paths are under
-runs/school; `launch/bench_learning.py --out DIR` writes the curriculum and the fitted Mimi there first
-and moves the paths (`config(root)`).
+runs/school in the current directory; `launch/bench_learning.py --out DIR` writes the curriculum and the
+fitted Mimi there first and moves the paths (`config(root)`).
 
 Size and steps: batch 4 of 256 frames (20.5 s, a dialog of 2-3 questions; one compiled shape), 60 + 80 +
 120 steps. A step is 9.1 GFLOP: ~1 s on this 2-core machine when it is quiet, 20-30 s at the load
@@ -16,11 +16,11 @@ from pathlib import Path
 
 from flmjax.config import Numerics
 from flmjax.configs import ft1, ft2, post1
-from flmjax.data.config import POST_TRAINING, REPO_ROOT, CorpusSpec, DataConfig
+from flmjax.data.config import POST_TRAINING, CorpusSpec, DataConfig
 from flmjax.data.layouts import LayoutConfig
 from flmjax.train.config import CheckpointConfig, ExportConfig, LogConfig, MeshConfig, OptimizerConfig, TrainConfig
 
-ROOT = Path(REPO_ROOT) / "runs" / "school"
+ROOT = Path("runs") / "school"  # relative to the current directory, like the other configs' runs/
 SAMPLE_FRAMES = 256
 BATCH = 4
 STEPS = {"post1": 60, "ft1": 80, "ft2": 120}

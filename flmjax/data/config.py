@@ -1,15 +1,18 @@
 """What data a training stage reads: `DataConfig`, a plain frozen dataclass for stage configs to embed.
 
 Stage defaults follow training.md (sections 2, 3 and 5); every stage reads the demo corpus
-(data/demo/, no download) until its corpora are pointed at real prepared folders, e.g.
+(flmjax/data/demo/, package data; no download) until its corpora are pointed at real prepared folders, e.g.
 `get_data_config("post2", corpora=(CorpusSpec("wenet", prepared="/data/wenet", weight=0.5), ...))`.
 `get_data_config` is the one lookup from a stage name to its data config.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,33 @@ from flmjax.data.layouts.preference import PreferenceConfig
 POST_TRAINING = "post_training"
 LAYOUTS = (POST_TRAINING, *DIALOG_LAYOUTS)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_DIR = REPO_ROOT / "data" / "demo"
-# Where manifests are prepared on first use: data_cache/ in the checkout, or $FLMJAX_DATA_CACHE (the tests
-# point it at a folder of their own, so that parallel runs never share one).
-DEFAULT_CACHE_DIR = Path(os.environ.get("FLMJAX_DATA_CACHE") or REPO_ROOT / "data_cache")
+CACHE_ENV = "FLMJAX_DATA_CACHE"
+
+
+def _demo_dir() -> Path:
+    """The demo corpus, package data of flmjax.data: a folder on disk (extracted for the process's lifetime if
+    the package is imported from a zip, which needs Python >= 3.12 for a folder)."""
+    demo = resources.files("flmjax.data") / "demo"
+    if isinstance(demo, Path):
+        return demo.resolve()
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    return stack.enter_context(resources.as_file(demo)).resolve()
+
+
+def default_cache_dir() -> Path:
+    """Where manifests are prepared on first use: $FLMJAX_DATA_CACHE (the tests point it at a folder of their
+    own, so that parallel runs never share one), else the user's cache, $XDG_CACHE_HOME/flmjax/data
+    (~/.cache/flmjax/data); never the checkout or the installed package."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec ignores a relative value
+    return base / "flmjax" / "data"
+
+
+DEMO_DIR = _demo_dir()
+DEFAULT_CACHE_DIR = default_cache_dir()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +101,7 @@ class DataConfig:
     worker_count: int = 0  # grain worker processes (multiprocess prefetch); 0: in the main process
     worker_buffer_size: int = 2  # batches each worker keeps ready
     read_threads: int = 0  # grain reader threads per process: 0 for local disks, more for remote storage
-    cache_dir: str = str(DEFAULT_CACHE_DIR)  # where manifests are prepared on first use
+    cache_dir: str = str(DEFAULT_CACHE_DIR)  # manifests prepared on first use: $FLMJAX_DATA_CACHE, ~/.cache/flmjax/data
     mimi: str | None = None  # kyutai Mimi weights for first-use preparation; None: random Mimi (demo only)
     tokenizer: str = "qwen"  # text tokenizer: "qwen" (Qwen2.5 + FLM-Audio's specials) or "words" (WORD_TOKENS models)
 

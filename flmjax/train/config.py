@@ -150,7 +150,7 @@ class TrainConfig:
     # Gradient accumulation: each global batch (data.global_batch) is split into this many micro-batches;
     # -1: as many as leave one sequence per batch shard (data x fsdp devices) in each.
     micro_batches: int = 1
-    run_root: str = "runs"  # run directories (and JAX's compilation cache) go under this
+    run_root: str = "runs"  # run directories (and JAX's compilation cache) go under this; relative to the cwd
     run_dir: str = ""  # default: <run_root>/<stage>
     distributed: bool = False  # jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
     compile_cache: bool = True  # JAX's persistent compilation cache in <run_root>/jax_cache (resumes, chains)
