@@ -10,7 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Corpora prepared on first use (the demo's) go to this process's own folder, not the checkout's data_cache/
+# Corpora prepared on first use (the demo's) go to this process's own folder, not the user's ~/.cache/flmjax/data
 # that every run and every worker would share; subprocesses (launch/train.py) inherit it.
 if "FLMJAX_DATA_CACHE" not in os.environ:
     os.environ["FLMJAX_DATA_CACHE"] = tempfile.mkdtemp(prefix="flmjax-data-cache-")

@@ -3,7 +3,7 @@
     python launch/inspect_data.py --config=demo --index 0 [--json] [--all-frames]
 
 NAME is a stage's data config (post1, post2, ft1, ft2, demo; `flmjax.data.config.get_data_config`).
-Every stage reads the demo corpus (data/demo/) unless configured otherwise; corpora given as manifests
+Every stage reads the demo corpus (flmjax/data/demo/) unless configured otherwise; corpora given as manifests
 are prepared on first use (random Mimi unless the config names kyutai weights: the codes then only
 show the layout). The timeline shows each frame's text token with its loss class, which audio channel
 carries speech, and the speak channel's loss; --json prints the raw sample:

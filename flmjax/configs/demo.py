@@ -1,5 +1,5 @@
 """The demo: a small model (`demo`: the real text vocabulary, 4 layers of 128) through all four stages
-on the demo corpus (data/demo/) on a CPU in a few minutes, then an export in the release's layout.
+on the demo corpus (flmjax/data/demo/) on a CPU in a few minutes, then an export in the release's layout.
 
 Each stage keeps its layout and Table 3's schedule shape (cosine peak -> end), with short samples, a
 batch of 4, a fixed number of steps and rates a small randomly initialised model learns with.
