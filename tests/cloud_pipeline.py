@@ -177,6 +177,11 @@ def train() -> None:
     assert [r["step"] for r in rows] == [1, 2, 3, 4], rows  # the resumed run appended to the first's lines
     events = [p.name for p in storage.path(f"{run}/tensorboard").iterdir()]
     assert len(events) == 2 and all(n.startswith("events.out.tfevents") for n in events), events  # one per run
+    # A next stage starts from the bucket's export or run (--model=base: its architecture is read there too).
+    for name, start in (("from-export", export), ("from-run", run)):
+        args = ("--steps=1", "--model=base", f"--init.params_from={start}", "--init.random_ok=false")
+        out = launch(f"--run_dir={BUCKET}/runs/{name}", *args)
+        assert f"started from parameters from {start})" in out, out
     twin = local / "twin"  # the same two runs in a local run directory: the same losses and parameters
     launch(f"--run_dir={twin}")
     launch(f"--run_dir={twin}", "--steps=4")
