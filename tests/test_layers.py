@@ -24,7 +24,8 @@ ALLOWED = {
     "eval": BASE | {"mimi", "interop", "model", "data", "infer", "api"},
     "configs": BASE | {"data", "train"},  # the named stage configs
     "aot": BASE,  # TPU/GPU chip tables and the compiled programs' costs (launch/aot.py)
-    "cli": BASE | {"mimi", "interop", "model", "data", "train", "configs", "infer", "eval", "aot", "api"},
+    "reference": BASE,  # PyTorch re-statements of the release (parity tests, bench_infer): know nothing of ours
+    "cli": BASE | {"mimi", "interop", "model", "data", "train", "configs", "infer", "eval", "aot", "reference", "api"},
     "api": {"model"},  # flmjax/__init__.py: `from flmjax import FLMAudio`
 }
 
