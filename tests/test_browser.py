@@ -114,7 +114,12 @@ class DevTools:
         await self.call(
             "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile
         )
-        await asyncio.sleep(0.5)  # a few animation frames at the new size
+        # Measured once the page is laid out at the new size: the viewport has it and two animation frames have
+        # passed (a fixed sleep was too short on a loaded machine: the phone page measured at the old width).
+        await self.evaluate(
+            f"new Promise(done => {{ const tick = () => window.innerWidth === {width}"
+            " ? requestAnimationFrame(() => requestAnimationFrame(done)) : setTimeout(tick, 20); tick(); })"
+        )
         shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         if path:
             Path(path).write_bytes(base64.b64decode(shot["data"]))
