@@ -25,12 +25,6 @@ import resource
 import sys
 import time
 
-CHIPS = {  # peak dense bf16 FLOP/s and HBM bytes/s per chip (public spec sheets)
-    "v5e": (197e12, 819e9),
-    "v5p": (459e12, 2765e9),
-    "v4": (275e12, 1228e9),
-    "v6e": (918e12, 1640e9),
-}
 MILLION_HOURS = 1e6
 
 
@@ -67,15 +61,16 @@ def bench_tpu(topology: str, batches: list[int]) -> list[dict]:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other compiles on this machine hold libtpu's lock
     import jax
     import jax.numpy as jnp
-    from jax.experimental import topologies
 
+    from flmjax.aot.chips import chip_of_topology, topology_devices
     from flmjax.data.encoding import ENCODE_CHUNK_FRAMES
     from flmjax.mimi import Mimi
     from flmjax.tokens import SAMPLES_PER_FRAME
 
     chip = topology.split(":")[0]
-    peak_flops, peak_bytes = CHIPS[chip]
-    device = topologies.get_topology_desc(platform="tpu", topology_name=topology).devices[0]
+    spec = chip_of_topology(topology)  # the peaks aot.py uses too
+    peak_flops, peak_bytes = spec.bf16_flops, spec.hbm_bytes_per_s
+    device = topology_devices(topology)[0]
     one_chip = jax.sharding.SingleDeviceSharding(device)
     mimi = Mimi.random(seed=0)
     abstract = lambda tree: jax.tree_util.tree_map(  # noqa: E731
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.chips:
             hours = MILLION_HOURS / (best * n)
             print(
-                f"a million hours on {n} {out['tpu'][0]['chip']} chips: at best {hours:,.0f} h ({hours / 24:.1f} days)"
+                f"a million hours on {n} {out['tpu'][0]['chip']} chips: at best {hours:,.1f} h ({hours / 24:.2f} days)"
             )
     if args.json:
         with open(args.json, "w") as f:
