@@ -35,6 +35,11 @@ def is_remote(path: Any) -> bool:
     return str(path).startswith(SCHEMES)
 
 
+def absolute(p: str | os.PathLike) -> str:
+    """A remote path as it is, a local one made absolute (for paths kept beyond a change of directory)."""
+    return str(p) if is_remote(p) else os.path.abspath(p)
+
+
 def path(p: str | os.PathLike) -> Any:
     """`pathlib.Path` for a local path, `epath.Path` for a remote one (same interface)."""
     if isinstance(p, Path):
@@ -89,12 +94,17 @@ def upload(local: str | os.PathLike, p: str | os.PathLike) -> None:
         os.replace(local, path(p))
         return
     try:
+        _copy_to_store(local, p)
+    finally:
+        os.unlink(local)
+
+
+def _copy_to_store(local: str | os.PathLike, p: str | os.PathLike) -> None:
+    try:
         with open(local, "rb") as src, path(p).open("wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
     except Exception as e:  # noqa: BLE001
         raise StorageError(f"{p}: cannot be written ({type(e).__name__}: {_first_line(e)})") from None
-    finally:
-        os.unlink(local)
 
 
 def staging_file(p: str | os.PathLike) -> str:
@@ -149,22 +159,16 @@ def upload_folder(local_dir: str | os.PathLike, p: str | os.PathLike) -> None:
     remote folder's other `model*` files (an earlier export's shards) are removed first."""
     target = path(p)
     try:
-        stale = [f for f in target.glob("model*")] if target.exists() else []
+        stale = list(target.glob("model*")) if target.exists() else []
     except FileNotFoundError:
         stale = []
     for f in stale:
         f.unlink(missing_ok=True)
-    names = sorted(os.listdir(local_dir))
-    for name in sorted(names, key=lambda n: n == "config.json"):  # config.json last: it marks a finished export
+    # config.json last: it marks a finished export
+    for name in sorted(os.listdir(local_dir), key=lambda n: (n == "config.json", n)):
         src = Path(local_dir) / name
         if src.is_file():
-            try:
-                with open(src, "rb") as fin, (target / name).open("wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 22)
-            except Exception as e:  # noqa: BLE001
-                raise StorageError(
-                    f"{target / name}: cannot be written ({type(e).__name__}: {_first_line(e)})"
-                ) from None
+            _copy_to_store(src, target / name)
 
 
 def local_folder(p: str | os.PathLike) -> str:

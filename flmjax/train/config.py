@@ -211,7 +211,7 @@ class TrainConfig:
     def resolved_run_dir(self) -> str:
         """Absolute, or a bucket's path (gs://...: checkpoints, metrics and TensorBoard go there)."""
         run_dir = self.run_dir or os.path.join(self.run_root, self.stage)
-        return run_dir if storage.is_remote(run_dir) else os.path.abspath(run_dir)
+        return storage.absolute(run_dir)
 
     def total_steps(self, num_samples: int) -> int:
         """The schedule's length: `steps`, or epochs x samples / batch (papers: fractional epochs)."""

@@ -81,7 +81,7 @@ def enable_compile_cache(config: TrainConfig) -> None:
     """Reuse compiled programs across restarts and chained stages (the step does not depend on the stage)."""
     if config.compile_cache:
         cache = os.path.join(config.run_root, "jax_cache")  # JAX takes a gs:// folder too (through etils.epath)
-        jax.config.update("jax_compilation_cache_dir", cache if storage.is_remote(cache) else os.path.abspath(cache))
+        jax.config.update("jax_compilation_cache_dir", storage.absolute(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
@@ -177,7 +177,7 @@ def _lora_state(
         lambda x, t: jax.device_put(x, t.sharding), _load_params(base_path, model, target.frozen), target.frozen
     )
     fingerprint = lora_lib.fingerprint(base)
-    checkpoints.set_lora(lora, base_path if storage.is_remote(base_path) else os.path.abspath(base_path), fingerprint)
+    checkpoints.set_lora(lora, storage.absolute(base_path), fingerprint)
     rank = f"LoRA rank {lora.rank} ({', '.join(lora.targets)})"
     if checkpoints.latest_step() is not None:
         saved = (checkpoints.read_latest_meta().get("lora") or {}).get("base_fingerprint")
