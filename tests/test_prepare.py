@@ -13,7 +13,7 @@ from flmjax.data import prepare, records
 from flmjax.data.augment import AugmentConfig
 from flmjax.data.config import DEMO_DIR
 from flmjax.data.corpus import read_manifest
-from flmjax.data.encoding import encode_batched
+from flmjax.data.encoding import CodesCache, encode_batched
 from flmjax.data.prepare import PrepareOptions, prepare_corpus
 from flmjax.data.text_tokenizer import load_text_tokenizer
 from flmjax.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -137,6 +137,37 @@ def test_dialogs_get_augmented_listen_variants(tmp_path, mimi):
     meta, arrays = prepared[1]
     model = demo[1]["turns"][1]
     assert arrays["turn1"].shape[1] == -(-round((model["end"] - model["start"]) * SAMPLE_RATE) // SAMPLES_PER_FRAME)
+
+
+def test_a_codes_cache_encodes_each_clip_once_across_preparations(tmp_path, mimi, monkeypatch):
+    demo = [json.loads(line) for line in (DEMO_DIR / "dialogs.jsonl").read_text().splitlines()][:2]
+    for d in demo:
+        for t in d["turns"]:
+            t["audio"] = str(DEMO_DIR / (t["audio"] if isinstance(t["audio"], str) else t["audio"]["path"]))
+    manifest = tmp_path / "dialogs.jsonl"
+    manifest.write_text("".join(json.dumps(d) + "\n" for d in demo))
+    encoded: list[int] = []
+
+    def counting(mimi, clips, batch_size=8):
+        encoded.append(len(clips))
+        return encode_batched(mimi, clips, batch_size)
+
+    monkeypatch.setattr(prepare, "encode_batched", counting)
+    cache = CodesCache(tmp_path / "codes", "random-mimi(seed=0)")
+    clean = PrepareOptions(layout="asr_response_tts")
+    noisy = PrepareOptions(layout="response_tts_free", variants=2, augment=AugmentConfig(leakage_prob=0.0))
+    turns = sum(len(d["turns"]) for d in demo)
+    prepare_corpus(manifest, tmp_path / "ft1", clean, mimi=mimi, workers=0, progress=False, codes_cache=cache)
+    assert encoded == [turns]  # every turn once (no augmentation: no listen tracks)
+    prepare_corpus(manifest, tmp_path / "ft2", noisy, mimi=mimi, workers=0, progress=False, codes_cache=cache)
+    assert encoded == [turns, 2 * len(demo)]  # the turns from the cache; only the augmented tracks are new
+    prepare_corpus(manifest, tmp_path / "again", noisy, mimi=mimi, workers=0, progress=False)  # no cache
+    for name in ("ft2", "again"):  # the same records with and without the cache
+        assert (tmp_path / name / records.INDEX).exists()
+    a, b = records.PreparedCorpus(tmp_path / "ft2"), records.PreparedCorpus(tmp_path / "again")
+    for r in range(len(demo)):
+        for key, value in a[r][1].items():
+            np.testing.assert_array_equal(value, b[r][1][key], err_msg=key)
 
 
 def test_tfds_corpus_prepares_like_a_manifest(tmp_path, mimi):

@@ -1,12 +1,16 @@
 """Mimi encoding for preparation: length-sorted batches streamed through Mimi's encoder in fixed chunks.
 
 `LazyMimi` loads the codec when first needed (a run that finds every shard done never loads it);
-`encode_batched` turns clips of any lengths into codes with one compiled shape per batch size.
+`encode_batched` turns clips of any lengths into codes with one compiled shape per batch size;
+`CodesCache` keeps the codes of clips already encoded, so that the stages preparing the same recordings
+(post1 and post2; ft1, ft2 and dpo on one dialog corpus) encode each clean clip once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,42 @@ class LazyMimi:
             else:
                 self._mimi = Mimi.from_pretrained(self.name)
         return self._mimi
+
+
+Encoder = Callable[[Any, Sequence[np.ndarray]], list[np.ndarray]]  # (mimi, clips) -> codes, as encode_batched
+
+
+class CodesCache:
+    """Mimi codes by clip: a folder of `.npy` files named by the SHA-256 of a clip's samples, under a
+    subfolder for the codec (its name, and for weights on disk their size and time). The cache keeps a
+    clip's first encoding; batches encode each row on its own (the demo's clips alone and 8 at a time give
+    the same codes), so a warm cache prepares the records a cold one does (tests/test_prepare.py)."""
+
+    def __init__(self, folder: str | os.PathLike, codec: str):
+        weights = Path(codec)
+        stamp = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights.is_file() else ""
+        self.folder = Path(folder) / hashlib.sha256(f"{codec}|{stamp}".encode()).hexdigest()[:16]
+
+    def wrap(self, encode: Encoder) -> Encoder:
+        """`encode` for the clips not in the cache; every clip's codes, in order."""
+
+        def cached(mimi: Any, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+            paths = [
+                self.folder / f"{hashlib.sha256(np.ascontiguousarray(c).tobytes()).hexdigest()}.npy" for c in clips
+            ]
+            out: list[np.ndarray | None] = [np.load(p) if p.exists() else None for p in paths]
+            missing = [i for i, codes in enumerate(out) if codes is None]
+            if missing:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                for i, codes in zip(missing, encode(mimi, [clips[i] for i in missing])):
+                    out[i] = codes
+                    fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npy")  # renamed: workers may share it
+                    with os.fdopen(fd, "wb") as f:
+                        np.save(f, codes)
+                    os.replace(tmp, paths[i])
+            return out  # type: ignore[return-value]
+
+        return cached
 
 
 def num_frames(num_samples: int) -> int:

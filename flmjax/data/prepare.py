@@ -33,7 +33,16 @@ from flmjax.data import augment as aug
 from flmjax.data import layouts, moshi, records
 from flmjax.data.config import DataConfig
 from flmjax.data.corpus import CorpusError
-from flmjax.data.encoding import ENCODE_BATCH, RANDOM_MIMI, LazyMimi, encode_batched, mimi_name, silence_codes
+from flmjax.data.encoding import (
+    ENCODE_BATCH,
+    RANDOM_MIMI,
+    CodesCache,
+    Encoder,
+    LazyMimi,
+    encode_batched,
+    mimi_name,
+    silence_codes,
+)
 from flmjax.data.loading import LoadedDialog, LoadedSpeech, NoiseBank, load_entry, reader_pool
 from flmjax.data.sources import open_source
 from flmjax.data.text_tokenizer import named_tokenizer
@@ -116,7 +125,7 @@ class PrepareReport:
 
 
 def _speech_records(
-    loaded: list[LoadedSpeech], encode: Callable[..., list[np.ndarray]], mimi: Any, errors: list[str]
+    loaded: list[LoadedSpeech], encode: Encoder, mimi: Any, errors: list[str]
 ) -> tuple[list[bytes], float]:
     clips = [c for entry in loaded for c in entry.clips]
     for entry in loaded:
@@ -128,7 +137,7 @@ def _speech_records(
 
 def _dialog_records(
     loaded: list[tuple[int, LoadedDialog]],
-    encode: Callable[..., list[np.ndarray]],
+    encode: Encoder,
     mimi: Any,
     opts: PrepareOptions,
     noise: NoiseBank | None,
@@ -169,7 +178,7 @@ def _dialog_records(
 
 
 def _recording_records(
-    loaded: list[moshi.LoadedRecording], encode: Callable[..., list[np.ndarray]], mimi: Any, opts: PrepareOptions
+    loaded: list[moshi.LoadedRecording], encode: Encoder, mimi: Any, opts: PrepareOptions
 ) -> tuple[list[bytes], float]:
     """Both channels of every recording encoded, then one dialog record per window (flmjax.data.moshi)."""
     codes = encode(mimi, [w for r in loaded for w in (r.left, r.right)])
@@ -232,12 +241,14 @@ def prepare_corpus(
     hosts: Hosts = Hosts(),
     hf_options: dict[str, Any] | None = None,
     encode_batch: int = ENCODE_BATCH,
+    codes_cache: CodesCache | None = None,
 ) -> PrepareReport:
     """Prepare a corpus (manifest path, `tfds:NAME[:SPLIT]` or `hf:PATH[:SPLIT]`) into `out_dir`: this host's
     share of the shards (`hosts`), then, when every shard's marker is there, the index.
 
     `mimi`: a `Mimi` or `LazyMimi` matching `opts.mimi_name` (default: loaded when needed).
     `encode_batch`: clips per local device Mimi encodes at once.
+    `codes_cache`: clips encoded before (by `opts.mimi_name`) are read from it, new ones added.
     """
     from tqdm import tqdm
 
@@ -250,7 +261,9 @@ def prepare_corpus(
             f"{corpus}: dialogs are prepared for a layout, one of {layouts.DIALOG_LAYOUTS}; got {opts.layout!r}"
         )
     mimi = mimi if mimi is not None else LazyMimi(opts.mimi_name, log)
-    encode = functools.partial(encode_batched, batch_size=encode_batch)
+    encode: Encoder = functools.partial(encode_batched, batch_size=encode_batch)
+    if codes_cache is not None:
+        encode = codes_cache.wrap(encode)
     settings = opts.fingerprint(kind, recorded)
     num_shards = max(1, math.ceil(len(entries) / opts.shard_size))
     spans = [range(s * opts.shard_size, min(len(entries), (s + 1) * opts.shard_size)) for s in range(num_shards)]
@@ -375,6 +388,10 @@ def ensure_prepared(
     roots = corpus_roots(config)
     opts = PrepareOptions.for_data_config(config)
     mimi = LazyMimi(opts.mimi_name, log)  # shared: loaded at most once
+    # One cache of codes for the config's cache folder: every stage preparing the same recordings reuses them.
+    codes = (
+        None if storage.is_remote(config.cache_dir) else CodesCache(Path(config.cache_dir) / "codes", opts.mimi_name)
+    )
     todo = [(spec, root) for spec, root in zip(config.corpora, roots) if spec.prepared is None]
     todo = [(spec, root) for spec, root in todo if not (root / records.INDEX).exists()]
     hosts.barrier(f"checked the prepared corpora of {config.name}")  # before any host removes an index
@@ -382,7 +399,15 @@ def ensure_prepared(
         assert spec.manifest is not None  # CorpusSpec gives a manifest or a prepared folder
         log(f"preparing {spec.name} from {spec.manifest} into {root} (first use)")
         report = prepare_corpus(
-            spec.manifest, root, opts, mimi=mimi, workers=workers, progress=progress, log=log, hosts=hosts
+            spec.manifest,
+            root,
+            opts,
+            mimi=mimi,
+            workers=workers,
+            progress=progress,
+            log=log,
+            hosts=hosts,
+            codes_cache=codes,
         )
         for e in report.errors:
             log(f"  skipped: {e}")
