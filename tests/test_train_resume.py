@@ -46,8 +46,8 @@ def config():
 
 
 def _launch(config: Path, run_dir: Path) -> subprocess.Popen:
-    # Optimisation level 0 compiles faster; every run uses it, so the runs stay comparable.
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+    # The runs inherit the suite's XLA flags (tests/conftest.py): the same for every run, so they compare.
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.Popen(
         [sys.executable, str(REPO / "launch" / "train.py"), f"--config={config}", f"--run_dir={run_dir}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
