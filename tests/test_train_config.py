@@ -87,6 +87,17 @@ def test_a_chain_starts_each_stage_from_the_previous_run():
     assert stages[-1].export.dir
 
 
+def test_the_school_chain_ends_with_dpo_on_its_ft2_dialogs_as_pairs():
+    stages = configs.load("school", [])
+    assert [s.stage for s in stages] == ["post1", "ft1", "ft2", "dpo"]
+    ft2, dpo = stages[2], stages[3]
+    assert dpo.init.params_from == ft2.resolved_run_dir  # the start and pi_ref
+    assert dpo.dpo is not None and (dpo.dpo.beta, dpo.dpo.lambda_ftx) == (0.5, 0.5)
+    assert dpo.data.preference is not None and dpo.data.layout_config.interruption_prob == 1.0
+    assert [c.manifest for c in dpo.data.corpora] == [c.manifest for c in ft2.data.corpora]
+    assert dpo.optimizer.peak_lr < ft2.optimizer.peak_lr and dpo.export.dir and not ft2.export.dir
+
+
 def test_a_config_file_outside_the_package(tmp_path):
     path = tmp_path / "mine.py"
     path.write_text(

@@ -1,6 +1,7 @@
 """Does the recipe teach full-duplex behaviour? Generate the synthetic curriculum, fit the codec's quantizer
-to it, train the `school` chain (post1 -> ft1 -> ft2) and score the untrained model and every stage on the
-held-out dialogs with `evaluate.py conversation` (batched, codes-level activity, greedy decoding).
+to it, train the `school` chain (post1 -> ft1 -> ft2 -> dpo, BayLing-Duplex's timing DPO) and score the
+untrained model and every stage on the held-out dialogs with `evaluate.py conversation` (batched, codes-level
+activity, greedy decoding).
 
     python launch/bench_learning.py [--out DIR] [--size full|small] [--seed 0]
 
@@ -28,14 +29,17 @@ from flmjax.errors import FlmjaxError
 if TYPE_CHECKING:
     from flmjax.train.config import TrainConfig
 
-STAGES = ("post1", "ft1", "ft2")
+STAGES = ("post1", "ft1", "ft2", "dpo")
 SIZES: dict[str, dict[str, Any]] = {
     # The benchmark: 96 training dialogs and 221 questions; the chain's steps are in configs/school.py.
-    "full": {"train_dialogs": 48, "held_out_dialogs": 8, "speech_items": 120, "fit_clips": 120, "steps": None,
-             "evaluate": ("untrained", *STAGES)},
-    # The CI test: a handful of dialogs and few steps (what it asserts is only trained > untrained).
-    "small": {"train_dialogs": 12, "held_out_dialogs": 4, "speech_items": 24, "fit_clips": 32,
-              "steps": {"post1": 30, "ft1": 40, "ft2": 80}, "evaluate": ("untrained", "ft2")},
+    "full": {"train_dialogs": 48, "held_out_dialogs": 8, "speech_items": 120, "fit_clips": 120, "codes": (128, 16),
+             "steps": None, "evaluate": ("untrained", *STAGES)},
+    # The CI test: a handful of dialogs and few steps (what it asserts is only trained > untrained); no dpo
+    # stage (tests/test_dpo.py covers DPO's training, with its own compile).
+    # Fewer speech codes (16 semantic, 4 acoustic): each is likelier, so a briefly trained model's greedy
+    # choice at a reply's onset is speech rather than silence (with 128/16 and 80 ft2 steps it never was).
+    "small": {"train_dialogs": 12, "held_out_dialogs": 4, "speech_items": 24, "fit_clips": 32, "codes": (16, 4),
+              "steps": {"post1": 30, "ft1": 40, "ft2": 120}, "evaluate": ("untrained", "ft2")},
 }  # fmt: skip
 
 
@@ -68,8 +72,9 @@ def prepare_curriculum(out: Path, size: str, seed: int):
     return corpus
 
 
-def fit_mimi(out: Path, corpus, seed: int, clips: int) -> Path:
-    """out/mimi.safetensors: the random Mimi (seed 0) with its quantizer fitted to training recordings."""
+def fit_mimi(out: Path, corpus, seed: int, clips: int, codes: tuple[int, int]) -> Path:
+    """out/mimi.safetensors: the random Mimi (seed 0) with its quantizer fitted to training recordings
+    (`codes`: speech clusters of the semantic and the first acoustic codebook)."""
     from flmjax import audio
     from flmjax.mimi import Mimi
     from flmjax.mimi.fit import fit_quantizer, latents
@@ -82,7 +87,7 @@ def fit_mimi(out: Path, corpus, seed: int, clips: int) -> Path:
     picks = np.random.default_rng(seed).permutation(len(entries))[:clips]
     pcm = [audio.load_audio(corpus.root / entries[i]["audio"])[0][0] for i in sorted(picks)]
     random = Mimi.random(seed=0)
-    fitted = fit_quantizer(random, latents(random, pcm), seed=seed)
+    fitted = fit_quantizer(random, latents(random, pcm), semantic_codes=codes[0], acoustic_codes=codes[1], seed=seed)
     tmp = path.with_suffix(".tmp")
     fitted.save_pretrained(tmp)
     tmp.rename(path)
@@ -91,16 +96,18 @@ def fit_mimi(out: Path, corpus, seed: int, clips: int) -> Path:
 
 
 def stage_configs(out: Path, size: str) -> list:
-    """flmjax/configs/school.py's chain under `out` (the small size with its own steps), each stage after
-    the first starting from the previous one's run directory."""
+    """flmjax/configs/school.py's chain under `out` (the small size: its stages, with its own steps), each
+    stage after the first starting from the previous one's run directory (dpo: also its pi_ref)."""
     from flmjax.configs import school
 
     moved: list[TrainConfig] = []
+    steps = SIZES[size]["steps"]
     for config in school.config(out):
+        if steps and config.stage not in steps:
+            continue
         changes: dict = {"export": dataclasses.replace(config.export, dir="")}
         if moved:
             changes["init"] = dataclasses.replace(config.init, params_from=moved[-1].resolved_run_dir)
-        steps = SIZES[size]["steps"]
         if steps:
             changes["steps"] = steps[config.stage]
             changes["checkpoint"] = dataclasses.replace(config.checkpoint, every_steps=steps[config.stage])
@@ -193,7 +200,7 @@ def run(out: Path, size: str, seed: int, batch: int) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = prepare_curriculum(out, size, seed)
-    mimi = fit_mimi(out, corpus, seed, SIZES[size]["fit_clips"])
+    mimi = fit_mimi(out, corpus, seed, SIZES[size]["fit_clips"], SIZES[size]["codes"])
     reference = json.loads(corpus.reference.read_text())
     rows, seconds = {}, {}
     models = [("untrained", export_untrained(out, seed))]
@@ -211,9 +218,10 @@ def run(out: Path, size: str, seed: int, batch: int) -> dict:
             f"loss {result.last.get('loss', math.nan):.3f}"
         )
         models.append((config.stage, path))
+    last = models[-1][0]
     final = out / "export"
     if not (final / "config.json").exists():
-        export_checkpoint(out / STAGES[-1], final, dtype="float32")
+        export_checkpoint(out / last, final, dtype="float32")
     for name, path in models:
         if name not in SIZES[size]["evaluate"]:
             continue
@@ -221,7 +229,7 @@ def run(out: Path, size: str, seed: int, batch: int) -> dict:
         metrics = evaluate(path, mimi, corpus.scripts, out / "eval" / name, batch)
         rows[name] = summarize(metrics, out / "eval" / name, reference)
         _log(f"evaluated {name} in {time.perf_counter() - started:.0f} s")
-    results = {"size": size, "seed": seed, "train_seconds": seconds, "stages": rows, "final": rows[STAGES[-1]]}
+    results = {"size": size, "seed": seed, "train_seconds": seconds, "stages": rows, "final": rows[last]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
