@@ -104,7 +104,8 @@ def test_prepare_reports_bad_entries_by_name_and_a_rerun_skips_finished_shards(c
     assert records.PreparedCorpus(out).num_records == 2
 
 
-def test_dialogs_get_augmented_listen_variants(tmp_path, mimi):
+def _demo_dialogs() -> list[dict]:
+    """The demo's dialogs with absolute audio paths (to be written into a manifest elsewhere)."""
     demo = [json.loads(line) for line in (DEMO_DIR / "dialogs.jsonl").read_text().splitlines()]
     for d in demo:
         for t in d["turns"]:
@@ -112,6 +113,11 @@ def test_dialogs_get_augmented_listen_variants(tmp_path, mimi):
                 t["audio"] = str(DEMO_DIR / t["audio"])
             else:
                 t["audio"]["path"] = str(DEMO_DIR / t["audio"]["path"])
+    return demo
+
+
+def test_dialogs_get_augmented_listen_variants(tmp_path, mimi):
+    demo = _demo_dialogs()
     broken = json.loads(json.dumps(demo[0]))
     broken["id"] = "broken"
     broken["turns"][2]["audio"] = str(tmp_path / "nowhere.wav")
@@ -140,10 +146,7 @@ def test_dialogs_get_augmented_listen_variants(tmp_path, mimi):
 
 
 def test_a_codes_cache_encodes_each_clip_once_across_preparations(tmp_path, mimi, monkeypatch):
-    demo = [json.loads(line) for line in (DEMO_DIR / "dialogs.jsonl").read_text().splitlines()][:2]
-    for d in demo:
-        for t in d["turns"]:
-            t["audio"] = str(DEMO_DIR / (t["audio"] if isinstance(t["audio"], str) else t["audio"]["path"]))
+    demo = _demo_dialogs()[:2]
     manifest = tmp_path / "dialogs.jsonl"
     manifest.write_text("".join(json.dumps(d) + "\n" for d in demo))
     encoded: list[int] = []
